@@ -1,0 +1,64 @@
+"""The tf.data pipeline shared by every dataset: decode, resize, cache, augment, batch, prefetch."""
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """How one split becomes batches. Built by the runner from the composed config."""
+
+    image_size: int
+    batch_size: int
+    num_classes: int
+    one_hot: bool = False  # categorical labels (label smoothing needs them)
+    flip: bool = False  # training only
+    crop_size: int | None = None  # training only: random crop after the resize
+    drop_remainder: bool = False  # static shapes (the NPU needs them)
+    cache: bool = False  # keep decoded, resized images in memory after the first epoch
+    shuffle_buffer: int = 10_000
+    seed: int = 0
+
+
+def decode_and_resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Encoded bytes or a pixel array -> float32 RGB [image_size, image_size, 3] in [0, 255]."""
+    if image.dtype == tf.string:
+        image = tf.io.decode_image(image, channels=3, expand_animations=False)
+    if image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size))
+    return tf.ensure_shape(image, (image_size, image_size, 3))
+
+
+def augment(image: tf.Tensor, flip: bool, crop_size: int | None) -> tf.Tensor:
+    """BiT's training augmentation: random horizontal flip, then a random square crop."""
+    if flip:
+        image = tf.image.random_flip_left_right(image)
+    if crop_size:
+        image = tf.image.random_crop(image, (crop_size, crop_size, 3))
+    return image
+
+
+def make_batches(ds: tf.data.Dataset, spec: PipelineSpec, training: bool) -> tf.data.Dataset:
+    """Batches of (images, labels) for one split; training batches are shuffled and augmented."""
+    ds = ds.map(
+        lambda image, label: (decode_and_resize(image, spec.image_size), label),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=not training,
+    )
+    if spec.cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(spec.shuffle_buffer, seed=spec.seed, reshuffle_each_iteration=True)
+        if spec.flip or spec.crop_size:
+            ds = ds.map(
+                lambda image, label: (augment(image, spec.flip, spec.crop_size), label),
+                num_parallel_calls=AUTOTUNE,
+            )
+    ds = ds.batch(spec.batch_size, drop_remainder=spec.drop_remainder)
+    if spec.one_hot:
+        ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, spec.num_classes)))
+    return ds.prefetch(AUTOTUNE)

@@ -1,0 +1,72 @@
+"""Keras callbacks the runner adds: per-step log lines and steady-state throughput."""
+
+import logging
+import time
+
+import keras
+
+log = logging.getLogger("runner.fit")
+
+WARMUP_STEPS = 5  # the first steps include tracing and pipeline start-up
+
+
+class StepLogger(keras.callbacks.Callback):
+    """Logs loss, accuracy and speed every `log_steps` steps and after each epoch.
+
+    Also measures throughput from the steps' own wall time (not validation, not callbacks),
+    skipping the first WARMUP_STEPS steps of the run.
+    """
+
+    def __init__(self, log_steps: int, batch_size: int, epochs: int):
+        super().__init__()
+        self.log_steps = log_steps
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.steps_seen = 0
+        self.steady_seconds = 0.0
+        self.steady_steps = 0
+        self.all_seconds = 0.0
+
+    @property
+    def images_per_sec(self) -> float:
+        seconds, steps = (
+            (self.steady_seconds, self.steady_steps)
+            if self.steady_steps
+            else (self.all_seconds, self.steps_seen)
+        )
+        return steps * self.batch_size / seconds if seconds else 0.0
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.batch_size / self.images_per_sec if self.images_per_sec else 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.epoch_start = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.step_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        seconds = time.perf_counter() - self.step_start
+        self.steps_seen += 1
+        self.all_seconds += seconds
+        if self.steps_seen > WARMUP_STEPS:
+            self.steady_seconds += seconds
+            self.steady_steps += 1
+        if (batch + 1) % self.log_steps == 0:
+            logs = logs or {}
+            log.info(
+                "epoch: %d step: %d ,loss: %.4f ,accuracy: %.4f ,time: %.4f ,imgs/s: %.1f",
+                self.epoch + 1, batch + 1, logs.get("loss", float("nan")),
+                logs.get("accuracy", float("nan")), seconds, self.batch_size / seconds,
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        figures = " ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "learning_rate")
+        log.info(
+            "epoch %d/%d %s time: %.1fs imgs/s: %.1f",
+            epoch + 1, self.epochs, figures, time.perf_counter() - self.epoch_start,
+            self.images_per_sec,
+        )

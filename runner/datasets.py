@@ -1,0 +1,79 @@
+"""Dataset config -> batched train and validation pipelines."""
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import tensorflow as tf
+
+from data.pipeline import PipelineSpec, make_batches
+from runner.errors import ConfigError
+from runner.optim import uses_one_hot_labels
+
+CACHE_LIMIT_BYTES = 2 << 30  # decoded float32 images kept in memory up to this size
+
+
+@dataclass
+class Splits:
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    class_names: list[str]
+    train_examples: int
+    val_examples: int
+
+
+def load_source(dataset_cfg: Any, seed: int):
+    """(train, val, class_names) from the source named by dataset.source."""
+    if dataset_cfg.source == "digits":
+        from data.digits import load_digits_splits
+
+        return load_digits_splits(dataset_cfg.val_fraction, seed)
+    if dataset_cfg.source == "tfds":
+        from data.tfds_folder import load_tfds_splits
+
+        return load_tfds_splits(
+            dataset_cfg.name, dataset_cfg.data_dir, dataset_cfg.version,
+            dataset_cfg.train_split, dataset_cfg.val_split,
+        )
+    if dataset_cfg.source == "image_folder":
+        from data.image_folder import load_image_folder_splits
+
+        return load_image_folder_splits(dataset_cfg.path, dataset_cfg.val_fraction, seed)
+    raise ConfigError(
+        f"dataset.source={dataset_cfg.source!r} is not one of digits, tfds, image_folder."
+    )
+
+
+def _count(ds: tf.data.Dataset) -> int:
+    n = int(ds.cardinality())
+    return n if n >= 0 else int(ds.reduce(0, lambda count, _: count + 1))
+
+
+def build_splits(cfg: Any, drop_remainder: bool) -> Splits:
+    train, val, class_names = load_source(cfg.dataset, cfg.seed)
+    train_examples, val_examples = _count(train), _count(val)
+    for split, n in (("training", train_examples), ("validation", val_examples)):
+        if n < (cfg.batch_size if drop_remainder else 1):
+            raise ConfigError(
+                f"The {split} split of dataset={cfg.dataset.name} has {n} examples, fewer than "
+                f"one batch (batch_size={cfg.batch_size}, static_shape={drop_remainder}). "
+                "Lower batch_size or add data."
+            )
+    image_size = cfg.dataset.image_size
+    spec = PipelineSpec(
+        image_size=image_size,
+        batch_size=cfg.batch_size,
+        num_classes=len(class_names),
+        one_hot=uses_one_hot_labels(cfg.model),
+        flip=cfg.model.flip,
+        crop_size=cfg.model.crop_size,
+        drop_remainder=drop_remainder,
+        cache=(train_examples + val_examples) * image_size**2 * 3 * 4 <= CACHE_LIMIT_BYTES,
+        seed=cfg.seed,
+    )
+    return Splits(
+        train=make_batches(train, spec, training=True),
+        val=make_batches(val, replace(spec, flip=False, crop_size=None), training=False),
+        class_names=class_names,
+        train_examples=train_examples,
+        val_examples=val_examples,
+    )

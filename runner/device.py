@@ -1,0 +1,39 @@
+"""Device config -> tf.distribute strategy. The NPU's options live in runner/npu.py."""
+
+import logging
+from typing import Any
+
+import tensorflow as tf
+
+from runner.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def build_strategy(device_cfg: Any) -> tf.distribute.Strategy:
+    """cpu: the default strategy; gpu: every visible GPU mirrored; npu: the opened Ascend device."""
+    if device_cfg.type == "gpu":
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            raise ConfigError(
+                "device=gpu but TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') "
+                "is empty). Check the CUDA driver with `nvidia-smi`, or run with device=cpu."
+            )
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, device_cfg.memory_growth)
+        return tf.distribute.MirroredStrategy()
+    if device_cfg.type == "npu":
+        from runner.npu import open_npu
+
+        return open_npu(device_cfg)
+    return tf.distribute.get_strategy()
+
+
+def describe_devices(strategy: tf.distribute.Strategy, device_type: str) -> dict[str, Any]:
+    """What env.json records about where the run ran."""
+    return {
+        "type": str(device_type),
+        "strategy": type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "physical": [d.name for d in tf.config.list_physical_devices()],
+    }

@@ -1,0 +1,40 @@
+"""Model config -> Keras model: the one place a `model.*` architecture key takes effect."""
+
+from typing import Any
+
+from runner.errors import ConfigError
+
+DENSENET_FAMILY = ("resizer_densenet", "densenet")
+MODEL_NAMES = (*DENSENET_FAMILY, "bit")
+
+
+def resizer_target_size(model_cfg: Any, image_size: int) -> int:
+    """model.target_size, or half the input side when null (the seed's 300 -> 150)."""
+    return model_cfg.target_size if model_cfg.target_size is not None else image_size // 2
+
+
+def build_network(model_cfg: Any, num_classes: int, image_size: int):
+    """The model named by model.name, built from its family's keys."""
+    if model_cfg.name in DENSENET_FAMILY:
+        from models.resizer import build_resizer_densenet
+
+        return build_resizer_densenet(
+            num_classes,
+            image_size,
+            target_size=resizer_target_size(model_cfg, image_size),
+            learnable_resizer_on=model_cfg.learnable_resizer,
+            filters=model_cfg.filters,
+            num_res_blocks=model_cfg.num_res_blocks,
+            interpolation=model_cfg.interpolation,
+        )
+    if model_cfg.name == "bit":
+        from models.bit import build_bit
+
+        return build_bit(
+            num_classes,
+            handle=model_cfg.handle,
+            trainable_backbone=model_cfg.trainable_backbone,
+            backbone=model_cfg.backbone,
+            weights=model_cfg.weights,
+        )
+    raise ConfigError(f"model.name={model_cfg.name!r} is not one of {', '.join(MODEL_NAMES)}.")

@@ -1,0 +1,71 @@
+"""What a run leaves behind besides checkpoints: train.log, env.json, metrics.json."""
+
+import json
+import logging
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+METRICS_FILE = "metrics.json"
+
+
+def attach_log_file(run_dir: Path) -> logging.Handler:
+    """Send the root logger to run_dir/train.log too (the console handler is Hydra's)."""
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def detach_log_file(handler: logging.Handler) -> None:
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temporary file then rename: readers see the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(device: dict[str, Any]) -> dict[str, Any]:
+    packages = ("tensorflow", "keras", "tensorflow-datasets", "tensorflow-hub", "hydra-core")
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {name: _version(name) for name in packages},
+        "git_commit": _git_commit(),
+        "device": device,
+    }
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / METRICS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,132 @@
+"""Structured-config schemas: typos and bad enumeration values fail while Hydra composes.
+
+Only what has a fixed shape is typed here (top-level keys, device, precision, debug).
+Model and dataset files differ by family; OmegaConf's struct mode still rejects unknown keys.
+"""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class DeviceType(StrEnum):
+    cpu = "cpu"
+    gpu = "gpu"
+    npu = "npu"
+
+
+class PrecisionMode(StrEnum):
+    """The NPU's precision_mode values (section 4 of DESIGN.md); GPU/CPU map them to policies."""
+
+    force_fp32 = "force_fp32"
+    allow_fp32_to_fp16 = "allow_fp32_to_fp16"
+    force_fp16 = "force_fp16"
+    must_keep_origin_dtype = "must_keep_origin_dtype"
+    allow_mix_precision = "allow_mix_precision"
+    allow_mix_precision_fp16 = "allow_mix_precision_fp16"
+    allow_mix_precision_bf16 = "allow_mix_precision_bf16"
+    allow_fp32_to_bf16 = "allow_fp32_to_bf16"
+    cube_fp16in_fp32out = "cube_fp16in_fp32out"
+
+
+class DumpMode(StrEnum):
+    input = "input"
+    output = "output"
+    all = "all"
+
+
+class OverflowMode(StrEnum):
+    aicore_overflow = "aicore_overflow"
+    atomic_overflow = "atomic_overflow"
+    all = "all"
+
+
+@dataclass
+class DeviceConfig:
+    type: DeviceType = DeviceType.cpu
+    id: int | None = None  # NPU: null lets npu_device use $ASCEND_DEVICE_ID (0)
+    num_devices: int = 1
+    memory_growth: bool = True
+    multi_worker: bool = False
+
+
+@dataclass
+class PrecisionConfig:
+    mode: PrecisionMode = PrecisionMode.force_fp32
+
+
+@dataclass
+class DumpConfig:
+    enabled: bool = False
+    path: str = "${output_dir}/dump"
+    step: str = "10"  # "10", or "0|5|10-20"
+    mode: DumpMode = DumpMode.output
+
+
+@dataclass
+class OverflowConfig:
+    enabled: bool = False
+    path: str = "${output_dir}/overflow"
+    mode: OverflowMode = OverflowMode.all
+
+
+@dataclass
+class ProfilingConfig:
+    enabled: bool = False
+    path: str = "${output_dir}/profiling"
+    start_step: int = 5
+    num_steps: int = 5
+    aic_metrics: str = "PipeUtilization"
+    fp_point: str = ""
+    bp_point: str = ""
+
+
+@dataclass
+class FusionOffConfig:
+    enabled: bool = False
+    file: str = "fusion_switch.cfg"
+
+
+@dataclass
+class MixlistConfig:
+    enabled: bool = False
+    file: str = "ops_info.json"
+
+
+@dataclass
+class AutoTuneConfig:
+    enabled: bool = False
+    mode: str = "RL,GA"
+
+
+@dataclass
+class DebugConfig:
+    dump: DumpConfig = field(default_factory=DumpConfig)
+    overflow: OverflowConfig = field(default_factory=OverflowConfig)
+    profiling: ProfilingConfig = field(default_factory=ProfilingConfig)
+    fusion_off: FusionOffConfig = field(default_factory=FusionOffConfig)
+    mixlist: MixlistConfig = field(default_factory=MixlistConfig)
+    auto_tune: AutoTuneConfig = field(default_factory=AutoTuneConfig)
+
+
+@dataclass
+class RunConfig:
+    dataset: Any = MISSING
+    model: Any = MISSING
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    batch_size: int = 64
+    epochs: int = 5
+    steps_per_epoch: int | None = None
+    seed: int = 42
+    deterministic: bool = False
+    static_shape: bool | None = None
+    log_steps: int = 10
+    output_dir: str = MISSING
+
+
+ConfigStore.instance().store(name="schema", node=RunConfig)

@@ -1,0 +1,45 @@
+"""Shared fixtures: configs composed the way `python -m runner` composes them."""
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import runner.schema  # noqa: F401  (registers the config schemas)
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+# A quick DenseNet run: 64x64 digits resized to DenseNet-121's smallest input, two short epochs.
+TINY_RUN = ["batch_size=16", "epochs=2", "steps_per_epoch=3", "log_steps=1"]
+
+
+def compose_config(overrides: list[str], output_dir: Path | None = None):
+    """The composed config for these overrides; output_dir stands in for Hydra's run folder."""
+    extra = [f"output_dir={output_dir}"] if output_dir is not None else []
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=[*overrides, *extra])
+
+
+@pytest.fixture
+def compose_cfg():
+    return compose_config
+
+
+@pytest.fixture(autouse=True)
+def _keras_global_state():
+    """Each test starts from float32 and a fresh Keras session, whatever the last one set."""
+    yield
+    import sys
+
+    if "keras" in sys.modules:
+        import keras
+
+        keras.mixed_precision.set_global_policy("float32")
+        keras.backend.clear_session()
+
+
+def runner_env() -> dict[str, str]:
+    """Environment for `python -m runner` subprocesses: the repo importable, TF quiet."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"}

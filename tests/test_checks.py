@@ -1,0 +1,78 @@
+"""Bad input fails fast with one paragraph naming the bad value and the fix."""
+
+import pytest
+
+from runner.checks import check_config
+from runner.errors import ConfigError
+from tests.conftest import compose_config
+
+
+def error_for(overrides, tmp_path) -> str:
+    with pytest.raises(ConfigError) as info:
+        check_config(compose_config(overrides, tmp_path / "run"))
+    message = str(info.value)
+    assert "\n" not in message  # one paragraph
+    return message
+
+
+@pytest.mark.parametrize("key", ["batch_size", "epochs", "log_steps"])
+@pytest.mark.parametrize("value", [0, -4])
+def test_non_positive_counts(key, value, tmp_path):
+    message = error_for([f"{key}={value}"], tmp_path)
+    assert f"{key}={value}" in message
+
+
+def test_target_size_larger_than_input(tmp_path):
+    message = error_for(["model.target_size=128"], tmp_path)  # digits are read at 64
+    assert "model.target_size=128" in message and "dataset.image_size=64" in message
+
+
+def test_crop_larger_than_image(tmp_path):
+    message = error_for(["model.crop_size=65"], tmp_path)
+    assert "model.crop_size=65" in message
+
+
+def test_data_dir_not_set(tmp_path):
+    message = error_for(["dataset=cats_vs_dogs"], tmp_path)
+    assert "dataset.data_dir" in message and "dataset.data_dir=" in message
+
+
+def test_data_dir_that_does_not_exist(tmp_path):
+    missing = tmp_path / "nowhere"
+    message = error_for(["dataset=cats_vs_dogs", f"dataset.data_dir={missing}"], tmp_path)
+    assert str(missing) in message and "cats_vs_dogs/4.0.0" in message and "tfds build" in message
+
+
+def test_data_dir_without_prepared_files(tmp_path):
+    (tmp_path / "data" / "tf_flowers" / "3.0.1").mkdir(parents=True)
+    message = error_for(["dataset=tf_flowers", f"dataset.data_dir={tmp_path / 'data'}"], tmp_path)
+    assert "tf_flowers/3.0.1" in message and "dataset_info.json" in message
+
+
+def test_prepared_folder_missing_its_tfrecords(tmp_path):
+    version_dir = tmp_path / "data" / "tf_flowers" / "3.0.1"
+    version_dir.mkdir(parents=True)
+    (version_dir / "dataset_info.json").write_text("{}")
+    message = error_for(["dataset=tf_flowers", f"dataset.data_dir={tmp_path / 'data'}"], tmp_path)
+    assert str(version_dir) in message and "tfrecord" in message
+
+
+def test_image_folder_with_one_class(tmp_path):
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    (tmp_path / "imgs" / "cat" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 16)
+    message = error_for(["dataset=image_folder", f"dataset.path={tmp_path / 'imgs'}"], tmp_path)
+    assert "1 class folder" in message and "cat" in message and "at least 2" in message
+
+
+def test_image_folder_with_an_unreadable_image(tmp_path):
+    for name in ("cat", "dog"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        (tmp_path / "imgs" / name / "ok.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 16)
+    (tmp_path / "imgs" / "dog" / "notes.jpg").write_text("not an image")
+    message = error_for(["dataset=image_folder", f"dataset.path={tmp_path / 'imgs'}"], tmp_path)
+    assert "notes.jpg" in message and "Remove or re-encode" in message
+
+
+def test_image_folder_path_missing(tmp_path):
+    message = error_for(["dataset=image_folder"], tmp_path)
+    assert "dataset.path" in message

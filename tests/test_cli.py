@@ -1,0 +1,68 @@
+"""`python -m runner` as a user runs it: real subprocesses, real exit codes, fast config commands."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import TINY_RUN, runner_env
+
+
+def run_runner(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runner", *args],
+        capture_output=True, text=True, env=runner_env(), timeout=timeout,
+    )
+
+
+def imports_tensorflow(result: subprocess.CompletedProcess) -> bool:
+    return any(line.rstrip().endswith("| tensorflow") for line in result.stderr.splitlines())
+
+
+def test_a_real_run_writes_its_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_runner(*TINY_RUN, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 2
+    overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "steps_per_epoch=3" in overrides
+    assert (run_dir / ".hydra" / "hydra.yaml").is_file()
+
+
+def test_cfg_job_and_help_do_not_import_tensorflow():
+    job = run_runner("--cfg", "job", "model=densenet", timeout=60)
+    assert job.returncode == 0 and "learnable_resizer: false" in job.stdout
+    assert not imports_tensorflow(job)
+    help_ = run_runner("--help", timeout=60)
+    assert help_.returncode == 0 and "model: densenet, resizer_densenet" in help_.stdout.replace(
+        "bit, ", ""
+    )
+    assert not imports_tensorflow(help_)
+
+
+def test_bad_value_exits_non_zero_with_one_paragraph_and_no_tensorflow(tmp_path):
+    result = run_runner("batch_size=0", f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "| " not in line]  # not importtime
+    assert "Traceback" not in result.stderr
+    assert any("batch_size=0 must be a positive integer" in line for line in errors)
+    assert len(errors) <= 3
+    assert not imports_tensorflow(result)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_missing_dataset_folder_names_the_folder_and_the_fix(tmp_path):
+    missing = tmp_path / "nope"
+    result = run_runner(
+        "dataset=tf_flowers", f"dataset.data_dir={missing}", f"hydra.run.dir={tmp_path / 'run'}",
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert str(missing) in result.stderr and "tfds build tf_flowers" in result.stderr
+
+
+def test_unknown_group_option_lists_the_choices(tmp_path):
+    result = run_runner("device=tpu", f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
+    assert result.returncode != 0
+    assert "tpu" in result.stderr and "cpu" in result.stderr and "npu" in result.stderr
+    assert not imports_tensorflow(result)

@@ -1,0 +1,80 @@
+"""Every option of every config group composes; schemas and struct mode reject mistakes early."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from tests.conftest import CONF_DIR, compose_config
+
+GROUPS = ["dataset", "model", "device", "precision", "debug", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
+)
+def test_every_group_option_composes(group, option, tmp_path):
+    cfg = compose_config([f"{group}={option}"], tmp_path)
+    assert cfg.output_dir == str(tmp_path)
+    if group == "precision":
+        assert cfg.precision.mode == option
+    if group == "device":
+        assert cfg.device.type == option
+
+
+def test_default_is_the_embedded_quickstart(tmp_path):
+    cfg = compose_config([], tmp_path)
+    assert (cfg.model.name, cfg.dataset.name, cfg.device.type) == ("resizer_densenet", "digits", "cpu")
+    assert cfg.dataset.image_size == 64 and cfg.model.target_size is None  # -> 32
+
+
+def test_densenet_is_the_resizer_recipe_without_the_resizer(tmp_path):
+    base = compose_config(["model=resizer_densenet"], tmp_path).model
+    densenet = compose_config(["model=densenet"], tmp_path).model
+    assert densenet.learnable_resizer is False and base.learnable_resizer is True
+    differing = {k for k in base if base[k] != densenet[k]}
+    assert differing == {"name", "learnable_resizer"}
+
+
+def test_experiment_pins_the_resizer_seed(tmp_path):
+    cfg = compose_config(["experiment=resizer_cats_vs_dogs", "dataset.data_dir=/d"], tmp_path)
+    assert cfg.dataset.name == "cats_vs_dogs" and cfg.dataset.version == "4.0.0"
+    assert (cfg.dataset.train_split, cfg.dataset.val_split) == ("train[:40%]", "train[40%:50%]")
+    assert (cfg.dataset.image_size, cfg.model.target_size) == (300, 150)
+    assert (cfg.model.optimizer, cfg.model.learning_rate, cfg.model.label_smoothing) == (
+        "sgd", 0.01, 0.1,
+    )
+    assert (cfg.batch_size, cfg.epochs) == (64, 5)
+
+
+def test_command_line_beats_the_model_recipe(tmp_path):
+    cfg = compose_config(["model=densenet", "epochs=2", "dataset=image_folder"], tmp_path)
+    assert cfg.epochs == 2 and cfg.dataset.name == "image_folder"
+
+
+def test_schema_rejects_a_bad_enumeration_value(tmp_path):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(["device.type=tpu"], tmp_path)
+    assert "tpu" in str(info.value.__cause__) or "tpu" in str(info.value)
+
+
+def test_schema_rejects_a_wrong_type(tmp_path):
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_config(["batch_size=many"], tmp_path)
+
+
+def test_unknown_key_is_rejected(tmp_path):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        compose_config(["model.fliters=8"], tmp_path)
+
+
+def test_unknown_group_option_lists_the_valid_ones(tmp_path):
+    with pytest.raises(Exception) as info:
+        compose_config(["model=resnet"], tmp_path)
+    message = str(info.value)
+    assert "resnet" in message and "resizer_densenet" in message and "densenet" in message

@@ -1,0 +1,28 @@
+"""The resizer recipe's networks, checked against the published shapes and parameter counts."""
+
+import keras
+import numpy as np
+
+from models.resizer import build_resizer_densenet, learnable_resizer
+
+
+def test_learnable_resizer_has_the_papers_12163_weights():
+    inputs = keras.Input((300, 300, 3))
+    resizer = keras.Model(inputs, learnable_resizer(inputs, 150))
+    assert resizer.count_params() == 12_163
+    assert resizer.output_shape == (None, 150, 150, 3)
+
+
+def test_densenet_baseline_is_the_same_network_without_the_resizer():
+    with_resizer = build_resizer_densenet(2, 64, 32, learnable_resizer_on=True)
+    baseline = build_resizer_densenet(2, 64, 32, learnable_resizer_on=False)
+    assert with_resizer.count_params() - baseline.count_params() == 12_163
+    assert (with_resizer.name, baseline.name) == ("resizer_densenet", "densenet")
+
+
+def test_softmax_output_stays_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = build_resizer_densenet(3, 64, 32)
+    probs = model(np.full((2, 64, 64, 3), 128.0, np.float32))
+    assert probs.dtype == "float32"
+    np.testing.assert_allclose(np.sum(probs, axis=-1), 1.0, rtol=1e-5)
