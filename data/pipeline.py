@@ -18,6 +18,7 @@ class PipelineSpec:
     flip: bool = False  # training only
     crop_size: int | None = None  # training only: random crop after the resize
     drop_remainder: bool = False  # static shapes (the NPU needs them)
+    mixup_alpha: float = 0.0  # training only: MixUp of each batch with itself reversed
     cache: bool = False  # keep decoded, resized images in memory after the first epoch
     shuffle_buffer: int = 10_000
     seed: int = 0
@@ -42,6 +43,14 @@ def augment(image: tf.Tensor, flip: bool, crop_size: int | None) -> tf.Tensor:
     return image
 
 
+def mixup(images: tf.Tensor, labels: tf.Tensor, alpha: float) -> tf.Tensor:
+    """BiT's MixUp: one lambda ~ Beta(alpha, alpha) per batch, mixed with the batch reversed."""
+    a, b = tf.random.gamma([], alpha), tf.random.gamma([], alpha)
+    lam = a / (a + b)
+    mixed_images = lam * images + (1 - lam) * tf.reverse(images, [0])
+    return mixed_images, lam * labels + (1 - lam) * tf.reverse(labels, [0])
+
+
 def make_batches(ds: tf.data.Dataset, spec: PipelineSpec, training: bool) -> tf.data.Dataset:
     """Batches of (images, labels) for one split; training batches are shuffled and augmented."""
     ds = ds.map(
@@ -61,4 +70,6 @@ def make_batches(ds: tf.data.Dataset, spec: PipelineSpec, training: bool) -> tf.
     ds = ds.batch(spec.batch_size, drop_remainder=spec.drop_remainder)
     if spec.one_hot:
         ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, spec.num_classes)))
+    if training and spec.mixup_alpha > 0:
+        ds = ds.map(lambda images, labels: mixup(images, labels, spec.mixup_alpha))
     return ds.prefetch(AUTOTUNE)

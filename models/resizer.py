@@ -56,8 +56,12 @@ def build_resizer_densenet(
     filters: int = 16,
     num_res_blocks: int = 1,
     interpolation: str = "bilinear",
+    bn_momentum: float | None = None,
 ) -> keras.Model:
-    """Rescaling(1/255) -> learnable (or bilinear-only) resizer -> DenseNet-121 from scratch."""
+    """Rescaling(1/255) -> learnable (or bilinear-only) resizer -> DenseNet-121 from scratch.
+
+    bn_momentum, when given, replaces Keras' 0.99 in every BatchNormalization layer.
+    """
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Rescaling(1.0 / 255)(inputs)
     if learnable_resizer_on:
@@ -71,4 +75,20 @@ def build_resizer_densenet(
     # DenseNet121's own top, built here so softmax stays float32 under a mixed-precision policy.
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
     name = "resizer_densenet" if learnable_resizer_on else "densenet"
-    return keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, outputs, name=name)
+    if bn_momentum is not None:
+        set_batchnorm_momentum(model, bn_momentum)
+    return model
+
+
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:
+    """keras.applications builds BatchNormalization with momentum 0.99 and offers no argument."""
+    for layer in _nested_layers(model):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def _nested_layers(layer: keras.layers.Layer):
+    yield layer
+    for sublayer in getattr(layer, "layers", []):
+        yield from _nested_layers(sublayer)

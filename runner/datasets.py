@@ -21,8 +21,29 @@ class Splits:
     val_examples: int
 
 
-def load_source(dataset_cfg: Any, seed: int):
-    """(train, val, class_names) from the source named by dataset.source."""
+@dataclass
+class Source:
+    """The unbatched splits as a source yields them: (encoded bytes or pixels, label)."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    class_names: list[str]
+
+
+def load_source(dataset_cfg: Any, seed: int) -> Source:
+    """The splits of the source named by dataset.source."""
+    return Source(*_load_splits(dataset_cfg, seed))
+
+
+def first_image_shape(ds: tf.data.Dataset) -> tuple[int, int]:
+    """(height, width) of a split's first image, before any resize (BiT-HyperRule's input)."""
+    image, _ = next(iter(ds.take(1)))
+    if image.dtype == tf.string:
+        image = tf.io.decode_image(image, channels=3, expand_animations=False)
+    return int(image.shape[0]), int(image.shape[1])
+
+
+def _load_splits(dataset_cfg: Any, seed: int):
     if dataset_cfg.source == "digits":
         from data.digits import load_digits_splits
 
@@ -43,14 +64,14 @@ def load_source(dataset_cfg: Any, seed: int):
     )
 
 
-def _count(ds: tf.data.Dataset) -> int:
+def count_examples(ds: tf.data.Dataset) -> int:
     n = int(ds.cardinality())
     return n if n >= 0 else int(ds.reduce(0, lambda count, _: count + 1))
 
 
-def build_splits(cfg: Any, drop_remainder: bool) -> Splits:
-    train, val, class_names = load_source(cfg.dataset, cfg.seed)
-    train_examples, val_examples = _count(train), _count(val)
+def build_splits(cfg: Any, source: Source, drop_remainder: bool) -> Splits:
+    train, val, class_names = source.train, source.val, source.class_names
+    train_examples, val_examples = count_examples(train), count_examples(val)
     for split, n in (("training", train_examples), ("validation", val_examples)):
         if n < (cfg.batch_size if drop_remainder else 1):
             raise ConfigError(
@@ -66,13 +87,14 @@ def build_splits(cfg: Any, drop_remainder: bool) -> Splits:
         one_hot=uses_one_hot_labels(cfg.model),
         flip=cfg.model.flip,
         crop_size=cfg.model.crop_size,
+        mixup_alpha=cfg.model.mixup_alpha,
         drop_remainder=drop_remainder,
         cache=(train_examples + val_examples) * image_size**2 * 3 * 4 <= CACHE_LIMIT_BYTES,
         seed=cfg.seed,
     )
     return Splits(
         train=make_batches(train, spec, training=True),
-        val=make_batches(val, replace(spec, flip=False, crop_size=None), training=False),
+        val=make_batches(val, replace(spec, flip=False, crop_size=None, mixup_alpha=0.0), training=False),
         class_names=class_names,
         train_examples=train_examples,
         val_examples=val_examples,

@@ -26,6 +26,7 @@ def build_network(model_cfg: Any, num_classes: int, image_size: int):
             filters=model_cfg.filters,
             num_res_blocks=model_cfg.num_res_blocks,
             interpolation=model_cfg.interpolation,
+            bn_momentum=model_cfg.bn_momentum,
         )
     if model_cfg.name == "bit":
         from models.bit import build_bit

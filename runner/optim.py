@@ -15,18 +15,41 @@ def base_learning_rate(model_cfg: Any, batch_size: int) -> float:
     return lr
 
 
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Rises linearly from 0 to `peak` over `warmup_steps`, then follows `after`."""
+
+    def __init__(self, after, warmup_steps: int, peak: float):
+        self.after = after
+        self.warmup_steps = warmup_steps
+        self.peak = peak
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        after = self.after(step) if callable(self.after) else self.after
+        return keras.ops.where(step < self.warmup_steps, self.peak * step / self.warmup_steps, after)
+
+    def get_config(self):
+        return {"after": self.after, "warmup_steps": self.warmup_steps, "peak": self.peak}
+
+
 def build_schedule(model_cfg: Any, batch_size: int):
+    """constant, or piecewise: lr x decay^k after the k-th boundary (optimiser steps), as BiT's
+    seed; hyperrule is piecewise once runner/hyperrule.py filled in its boundaries. Then an
+    optional linear warm-up."""
     lr = base_learning_rate(model_cfg, batch_size)
     if model_cfg.schedule == "constant":
-        return lr
-    if model_cfg.schedule == "piecewise":
-        # BiT's seed schedule: lr x decay^k after the k-th boundary (in optimiser steps).
+        schedule = lr
+    elif model_cfg.schedule in ("piecewise", "hyperrule"):
         boundaries = list(model_cfg.lr_boundaries)
         values = [lr * model_cfg.lr_decay**k for k in range(len(boundaries) + 1)]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    raise ConfigError(
-        f"model.schedule={model_cfg.schedule!r} is not one of constant, piecewise."
-    )
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    else:
+        raise ConfigError(
+            f"model.schedule={model_cfg.schedule!r} is not one of constant, piecewise, hyperrule."
+        )
+    if model_cfg.lr_warmup_steps:
+        return LinearWarmup(schedule, model_cfg.lr_warmup_steps, lr)
+    return schedule
 
 
 def build_optimizer(model_cfg: Any, batch_size: int) -> keras.optimizers.Optimizer:
@@ -39,8 +62,8 @@ def build_optimizer(model_cfg: Any, batch_size: int) -> keras.optimizers.Optimiz
 
 
 def uses_one_hot_labels(model_cfg: Any) -> bool:
-    """Label smoothing needs one-hot labels; otherwise labels stay sparse integers."""
-    return model_cfg.label_smoothing > 0
+    """Label smoothing and MixUp need one-hot labels; otherwise labels stay sparse integers."""
+    return model_cfg.label_smoothing > 0 or model_cfg.mixup_alpha > 0
 
 
 def build_loss(model_cfg: Any) -> keras.losses.Loss:

@@ -105,12 +105,27 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger) -> list:
     return callbacks
 
 
+def _with_hyperrule(cfg: DictConfig, source, run_dir: Path) -> DictConfig:
+    """Fill in BiT-HyperRule's choices and record them where evaluate/export read the config."""
+    from runner.datasets import count_examples, first_image_shape
+    from runner.hyperrule import apply_hyperrule, bit_hyperrule
+
+    train_examples = count_examples(source.train)
+    rule = bit_hyperrule(train_examples, *first_image_shape(source.train))
+    effective, changes = apply_hyperrule(cfg, rule, train_examples)
+    log.info("BiT-HyperRule for %d training images: %s", train_examples, changes)
+    config_file = run_dir / ".hydra" / "config.yaml"
+    config_file.replace(config_file.with_name("config.composed.yaml"))
+    OmegaConf.save(effective, config_file, resolve=True)
+    return effective
+
+
 def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
     from runner.callbacks import StepLogger
-    from runner.datasets import build_splits
+    from runner.datasets import build_splits, load_source
     from runner.device import build_strategy, describe_devices
     from runner.network import build_network
     from runner.optim import build_loss, build_optimizer
@@ -129,7 +144,10 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         run_dir, cfg.model.name, cfg.dataset.name, cfg.device.type, device["replicas"], policy,
     )
 
-    splits = build_splits(cfg, drop_remainder=static_shape(cfg))
+    source = load_source(cfg.dataset, cfg.seed)
+    if cfg.model.schedule == "hyperrule":
+        cfg = _with_hyperrule(cfg, source, run_dir)
+    splits = build_splits(cfg, source, drop_remainder=static_shape(cfg))
     (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
     (run_dir / CHECKPOINTS / LABELS_FILE).write_text("\n".join(splits.class_names) + "\n")
     log.info(

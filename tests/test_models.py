@@ -26,3 +26,14 @@ def test_softmax_output_stays_float32_under_mixed_precision():
     probs = model(np.full((2, 64, 64, 3), 128.0, np.float32))
     assert probs.dtype == "float32"
     np.testing.assert_allclose(np.sum(probs, axis=-1), 1.0, rtol=1e-5)
+
+
+def test_bn_momentum_reaches_every_batchnorm_layer():
+    model = build_resizer_densenet(2, 64, 32, bn_momentum=0.9)
+    momenta = {
+        layer.momentum for layer in model.get_layer("densenet121").layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
+    assert momenta == {0.9}
+    default = build_resizer_densenet(2, 64, 32)
+    assert default.get_layer("densenet121").get_layer("bn").momentum == 0.99
