@@ -1,0 +1,5 @@
+"""Errors the runner reports to the user as one paragraph instead of a traceback."""
+
+
+class ConfigError(Exception):
+    """Bad user input (a path, a value, a missing file): the message says what and how to fix it."""
