@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from runner.errors import ConfigError
@@ -84,6 +85,13 @@ def load_savedmodel_layer(
     """Loads `path` with the TF-Hub "__call__" interface, or else its "serving_default"."""
     try:
         return TrainableSavedModel(path, call_endpoint="__call__", trainable=trainable, name=name)
+    except (OSError, tf.errors.OpError) as error:  # unreadable saved_model.pb, no variables/
+        raise ConfigError(
+            f"Cannot load the SavedModel '{path}' ({type(error).__name__}: "
+            f"{str(error).splitlines()[0]}). It must hold saved_model.pb, "
+            "variables/variables.index and variables/variables.data-*: extract the whole "
+            "archive again."
+        ) from error
     except ValueError as call_missing:
         try:
             return TrainableSavedModel(
