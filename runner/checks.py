@@ -1,5 +1,7 @@
 """Config checks that need no TensorFlow: a bad value fails in a fraction of a second."""
 
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -27,6 +29,8 @@ def check_config(cfg: DictConfig) -> None:
         )
     _check_model(cfg.model, cfg.dataset.image_size)
     _check_dataset_files(cfg.dataset)
+    if cfg.model.name == "bit":
+        _check_bit_files(cfg.model)
 
 
 def _check_missing(cfg: DictConfig) -> None:
@@ -57,6 +61,21 @@ def _check_model(model_cfg: DictConfig, image_size: int) -> None:
         raise ConfigError(
             f"model.crop_size={crop} must be positive and at most dataset.image_size={image_size}."
         )
+
+
+def _check_bit_files(model_cfg: DictConfig) -> None:
+    """Local handles and weights files fail here, before TensorFlow; URLs resolve at build time."""
+    if model_cfg.backbone == "native":
+        if model_cfg.weights is not None and not Path(model_cfg.weights).expanduser().is_file():
+            raise ConfigError(
+                f"model.weights={model_cfg.weights!r} does not exist. Download the official "
+                "BiT-M-R50x1.npz (storage.googleapis.com/bit_models/BiT-M-R50x1.npz) on a machine "
+                "with network and pass its path, or model.weights=null for a random init."
+            )
+    elif not str(model_cfg.handle).startswith(("http://", "https://")):
+        from models.hub_handle import resolve_handle
+
+        resolve_handle(model_cfg.handle)  # checks the folder, extracts an archive once
 
 
 def _check_dataset_files(dataset_cfg: DictConfig) -> None:

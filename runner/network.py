@@ -37,5 +37,7 @@ def build_network(model_cfg: Any, num_classes: int, image_size: int):
             trainable_backbone=model_cfg.trainable_backbone,
             backbone=model_cfg.backbone,
             weights=model_cfg.weights,
+            block_units=tuple(model_cfg.block_units),
+            width_factor=model_cfg.width_factor,
         )
     raise ConfigError(f"model.name={model_cfg.name!r} is not one of {', '.join(MODEL_NAMES)}.")

@@ -76,3 +76,30 @@ def test_image_folder_with_an_unreadable_image(tmp_path):
 def test_image_folder_path_missing(tmp_path):
     message = error_for(["dataset=image_folder"], tmp_path)
     assert "dataset.path" in message
+
+
+def test_bit_handle_folder_without_a_savedmodel(tmp_path):
+    (tmp_path / "ttst").mkdir()
+    message = error_for(["model=bit", f"model.handle={tmp_path / 'ttst'}",
+                         "dataset=digits", "model.crop_size=32"], tmp_path)
+    assert str(tmp_path / "ttst") in message and "saved_model.pb" in message
+
+
+def test_bit_handle_that_is_neither_url_folder_nor_archive(tmp_path):
+    (tmp_path / "model.zip").write_bytes(b"PK")
+    message = error_for(["model=bit", f"model.handle={tmp_path / 'model.zip'}",
+                         "dataset=digits", "model.crop_size=32"], tmp_path)
+    assert "model.zip" in message and "TF-Hub URL" in message and ".tar.gz" in message
+
+
+def test_bit_native_weights_missing(tmp_path):
+    message = error_for(["model=bit", "model.backbone=native", "model.weights=/no/BiT-M-R50x1.npz",
+                         "dataset=digits", "model.crop_size=32"], tmp_path)
+    assert "/no/BiT-M-R50x1.npz" in message and "model.weights=null" in message
+
+
+def test_corrupt_bit_archive(tmp_path):
+    (tmp_path / "bit.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
+    message = error_for(["model=bit", f"model.handle={tmp_path / 'bit.tar.gz'}",
+                         "dataset=digits", "model.crop_size=32"], tmp_path)
+    assert "bit.tar.gz" in message
