@@ -1,9 +1,14 @@
-"""Keras callbacks the runner adds: per-step log lines and steady-state throughput."""
+"""Keras callbacks the runner adds: per-step log lines and steady-state throughput, and the two
+halves of resuming (trim history.csv to the restored backup; stop cleanly on a signal)."""
 
 import logging
 import time
+from pathlib import Path
 
 import keras
+
+from runner.errors import RunInterrupted
+from runner.resume import StopSignals, backup_epoch, trim_history
 
 log = logging.getLogger("runner.fit")
 
@@ -70,3 +75,44 @@ class StepLogger(keras.callbacks.Callback):
             epoch + 1, self.epochs, figures, time.perf_counter() - self.epoch_start,
             self.images_per_sec,
         )
+
+
+class HistoryResume(keras.callbacks.Callback):
+    """Goes right after BackupAndRestore: once it restored a backup (or found none), history.csv
+    keeps the rows of the epochs that backup holds, before CSVLogger opens it to append."""
+
+    def __init__(self, backup_dir: Path, history_csv: Path):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self.history_csv = history_csv
+
+    def on_train_begin(self, logs=None):
+        epochs_done = backup_epoch(self.backup_dir)
+        trim_history(self.history_csv, epochs_done)
+        if epochs_done:
+            log.info(
+                "resuming after epoch %d: weights, optimiser state (step %d) and history restored "
+                "from %s", epochs_done, int(self.model.optimizer.iterations), self.backup_dir,
+            )
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Raises RunInterrupted at the first step or epoch end after Ctrl-C/SIGTERM. Goes last, so an
+    epoch's backup, checkpoints and history row are all written before it stops."""
+
+    def __init__(self, signals: StopSignals):
+        super().__init__()
+        self.signals = signals
+
+    def _stop_if_asked(self) -> None:
+        if self.signals.requested is not None:
+            raise RunInterrupted(self.signals.requested)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._stop_if_asked()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._stop_if_asked()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._stop_if_asked()

@@ -1,5 +1,8 @@
-"""What a run leaves behind besides checkpoints: train.log, env.json, metrics.json."""
+"""What a run leaves behind besides checkpoints: train.log, env.json, history.csv, status.json,
+metrics.json. Nothing here imports TensorFlow: runner.summarize reads sweeps with it.
+"""
 
+import csv
 import json
 import logging
 import os
@@ -12,6 +15,11 @@ from typing import Any
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 METRICS_FILE = "metrics.json"
+STATUS_FILE = "status.json"
+HISTORY_FILE = "history.csv"
+
+# status.json's "status": what the run's last attempt is doing or how it ended.
+RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
 
 
 def attach_log_file(run_dir: Path) -> logging.Handler:
@@ -69,3 +77,30 @@ def environment(device: dict[str, Any]) -> dict[str, Any]:
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / METRICS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_status(run_dir: Path, status: str, **details: Any) -> None:
+    """Record the run's state (RUNNING, FINISHED, FAILED or INTERRUPTED) and why, in status.json."""
+    write_json_atomic(run_dir / STATUS_FILE, {"status": status, **details})
+
+
+def read_status(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / STATUS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """history.csv's complete rows as numbers (a row cut short by a kill is left out)."""
+    path = run_dir / HISTORY_FILE
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = [row for row in csv.DictReader(f) if None not in row.values()]
+    return [{key: _number(value) for key, value in row.items()} for row in rows]
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:  # CSVLogger writes "NA" for a metric an epoch did not log
+        return float("nan")

@@ -4,25 +4,36 @@ Tests call `train` directly with a composed config; `python -m runner` is a thin
 around it. TensorFlow is imported inside `_fit_and_report` only, so config errors stay fast.
 """
 
-import csv
 import logging
+import math
+import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from omegaconf import DictConfig, OmegaConf
 
 from runner.checks import check_config
-from runner.errors import ConfigError
+from runner.errors import ConfigError, RunFailed
 from runner.report import (
+    FAILED,
+    FINISHED,
+    HISTORY_FILE,
+    INTERRUPTED,
     METRICS_FILE,
+    RUNNING,
     attach_log_file,
     detach_log_file,
     environment,
+    read_history,
     read_metrics,
+    read_status,
     write_json_atomic,
+    write_status,
 )
+from runner.resume import StopSignals, backup_epoch, check_same_config, resume_command
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +41,20 @@ CHECKPOINTS = "checkpoints"
 BEST_WEIGHTS = "best.weights.h5"
 LAST_WEIGHTS = "last.weights.h5"
 LABELS_FILE = "labels.txt"
+BACKUP_DIR = "backup"  # under checkpoints/: Keras' BackupAndRestore, deleted when fit() ends
+RESUME_CONFIG = "resume_config.yaml"  # under checkpoints/: the config the backup was trained with
+
+
+@dataclass
+class RunClock:
+    """Wall time of a run across its attempts: earlier attempts' seconds come from status.json."""
+
+    earlier_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def seconds(self) -> float:
+        return round(self.earlier_seconds + time.perf_counter() - self.started, 2)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -37,6 +62,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     A run directory that already holds metrics.json is finished: its metrics are returned as they
     are. One with a backup from an interrupted run resumes from its last completed epoch.
+    status.json says how the last attempt ended (finished, failed + reason, interrupted).
     """
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -45,15 +71,53 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("%s already holds a finished run (%s); nothing to do", run_dir, METRICS_FILE)
         return finished
     handler = attach_log_file(run_dir)
+    clock = RunClock((read_status(run_dir) or {}).get("wall_seconds", 0.0))
     try:
         check_config(cfg)
         _save_config(cfg, run_dir)
-        return _fit_and_report(cfg, run_dir)
-    except ConfigError as error:
-        log.error("%s", error)
+        write_status(run_dir, RUNNING, pid=os.getpid(), wall_seconds=clock.seconds)
+        return _fit_and_report(cfg, run_dir, clock)
+    except KeyboardInterrupt:
+        _record_interruption(run_dir, clock)
+        raise
+    except Exception as error:
+        _record_failure(run_dir, error, clock)
         raise
     finally:
+        _reset_keras()
         detach_log_file(handler)
+
+
+def _record_interruption(run_dir: Path, clock: RunClock) -> None:
+    epochs_done = backup_epoch(run_dir / CHECKPOINTS / BACKUP_DIR)
+    write_status(
+        run_dir, INTERRUPTED, epochs_completed=epochs_done, resume=resume_command(run_dir),
+        wall_seconds=clock.seconds,
+    )
+    log.warning(
+        "interrupted after %d completed epoch(s); resume with: %s", epochs_done,
+        resume_command(run_dir),
+    )
+
+
+def _record_failure(run_dir: Path, error: Exception, clock: RunClock) -> None:
+    """status.json gets the reason (one line); the log gets the message, or for an error that is
+    not the user's input the traceback too."""
+    expected = isinstance(error, ConfigError | RunFailed)
+    log.error("run failed: %s", error, exc_info=not expected)
+    reason = str(error).strip() if expected else f"{type(error).__name__}: {error}"
+    write_status(run_dir, FAILED, reason=reason.splitlines()[0] if reason else type(error).__name__,
+                 error=type(error).__name__, wall_seconds=clock.seconds)
+
+
+def _reset_keras() -> None:
+    """Another run may follow in this process (a sweep's basic launcher, tests): free the model
+    and graph and leave float32 behind, whatever this run's precision policy was."""
+    if "keras" in sys.modules:
+        import keras
+
+        keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def _save_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -69,40 +133,69 @@ def static_shape(cfg: DictConfig) -> bool:
     return cfg.static_shape if cfg.static_shape is not None else cfg.device.type == "npu"
 
 
-def _best_val_accuracy_so_far(history_csv: Path) -> float | None:
+def progress_verbosity(stream: TextIO, environ: dict[str, str]) -> int:
+    """Keras' progress bar (1) on a terminal; nothing (0) in files and CI logs, where StepLogger
+    already writes plain per-step and per-epoch lines and a bar would be a wall of redraws."""
+    return 1 if stream.isatty() and not environ.get("CI") else 0
+
+
+def _set_op_determinism(enabled: bool) -> None:
+    """Op determinism is process-wide: set it either way, so a sweep job does not inherit it."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config  # the public API cannot disable
+
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+
+
+def _prepare_resume(cfg: DictConfig, run_dir: Path) -> None:
+    """A backup resumes only under the config it was trained with; a fresh start records it."""
+    saved = run_dir / CHECKPOINTS / RESUME_CONFIG
+    if backup_epoch(run_dir / CHECKPOINTS / BACKUP_DIR) and saved.is_file():
+        check_same_config(cfg, saved)
+    else:
+        saved.parent.mkdir(exist_ok=True)
+        OmegaConf.save(cfg, saved, resolve=True)
+
+
+def _best_val_accuracy_so_far(run_dir: Path) -> float | None:
     """Best val_accuracy of the epochs an interrupted run already finished (for resume)."""
-    if not history_csv.is_file():
-        return None
-    with open(history_csv) as f:
-        values = [float(row["val_accuracy"]) for row in csv.DictReader(f) if row.get("val_accuracy")]
+    values = [row["val_accuracy"] for row in read_history(run_dir) if "val_accuracy" in row]
     return max(values, default=None)
 
 
-def _callbacks(cfg: DictConfig, run_dir: Path, step_logger) -> list:
+def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals) -> list:
     import keras
+
+    from runner.callbacks import HistoryResume, StopOnSignal
 
     ckpt_dir = run_dir / CHECKPOINTS
     callbacks = [
         # First: an epoch's backup is saved before anything else records that epoch as done.
-        keras.callbacks.BackupAndRestore(str(ckpt_dir / "backup"), double_checkpoint=True),
+        keras.callbacks.BackupAndRestore(str(ckpt_dir / BACKUP_DIR), double_checkpoint=True),
+        HistoryResume(ckpt_dir / BACKUP_DIR, run_dir / HISTORY_FILE),
+        keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(
             str(ckpt_dir / BEST_WEIGHTS), monitor="val_accuracy", mode="max",
             save_best_only=True, save_weights_only=True,
-            initial_value_threshold=_best_val_accuracy_so_far(run_dir / "history.csv"),
+            initial_value_threshold=_best_val_accuracy_so_far(run_dir),
         ),
         keras.callbacks.ModelCheckpoint(str(ckpt_dir / LAST_WEIGHTS), save_weights_only=True),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
         step_logger,
     ]
     if cfg.model.early_stopping_patience:
+        # Its patience counter starts again on resume (Keras keeps it in memory only).
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_accuracy", mode="max", patience=cfg.model.early_stopping_patience,
                 restore_best_weights=True,
             )
         )
-    return callbacks
+    return [*callbacks, StopOnSignal(signals)]  # last: stops once the others wrote the epoch
 
 
 def _with_hyperrule(cfg: DictConfig, source, run_dir: Path) -> DictConfig:
@@ -120,9 +213,19 @@ def _with_hyperrule(cfg: DictConfig, source, run_dir: Path) -> DictConfig:
     return effective
 
 
-def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig) -> None:
+    """TerminateOnNaN stopped fit() early and quietly: make that a failed run, not a result."""
+    if history and not math.isfinite(history[-1].get("loss", 0.0)):
+        raise RunFailed(
+            f"The training loss became {history[-1]['loss']} in epoch {int(history[-1]['epoch']) + 1}"
+            f" and training stopped (TerminateOnNaN): it diverged. Lower model.learning_rate "
+            f"(now {cfg.model.learning_rate}), change batch_size (now {cfg.batch_size}) or "
+            "precision, or check the data for NaN/inf values."
+        )
+
+
+def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str, Any]:
     import keras
-    import tensorflow as tf
 
     from runner.callbacks import StepLogger
     from runner.datasets import build_splits, load_source
@@ -131,10 +234,9 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from runner.optim import build_loss, build_optimizer
     from runner.precision import apply_precision
 
-    started = time.perf_counter()
-    keras.utils.set_random_seed(cfg.seed)
-    if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TensorFlow
+    _set_op_determinism(cfg.deterministic)
+    _prepare_resume(cfg, run_dir)
     strategy = build_strategy(cfg.device)
     policy = apply_precision(cfg.precision.mode, cfg.device.type)
     device = describe_devices(strategy, cfg.device.type)
@@ -166,25 +268,30 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     step_logger = StepLogger(cfg.log_steps, cfg.batch_size, cfg.epochs)
     train_data = splits.train.repeat() if cfg.steps_per_epoch else splits.train
-    history = model.fit(
-        train_data,
-        validation_data=splits.val,
-        epochs=cfg.epochs,
-        steps_per_epoch=cfg.steps_per_epoch,
-        callbacks=_callbacks(cfg, run_dir, step_logger),
-        shuffle=False,  # the pipeline shuffles
-        verbose=1 if sys.stdout.isatty() else 0,
-    )
+    with StopSignals() as signals:
+        model.fit(
+            train_data,
+            validation_data=splits.val,
+            epochs=cfg.epochs,
+            steps_per_epoch=cfg.steps_per_epoch,
+            callbacks=_callbacks(cfg, run_dir, step_logger, signals),
+            shuffle=False,  # the pipeline shuffles
+            verbose=progress_verbosity(sys.stdout, os.environ),
+        )
+    # history.csv, not fit()'s History: it holds the epochs of earlier attempts too.
+    history = read_history(run_dir)
+    _check_loss_is_finite(history, cfg)
     final = model.evaluate(splits.val, return_dict=True, verbose=0)
-    last_epoch = {k: v[-1] for k, v in history.history.items()}
+    last_epoch = history[-1] if history else {}
     metrics = {
         "val_accuracy": float(final["accuracy"]),
         "val_loss": float(final["loss"]),
         "train_accuracy": float(last_epoch.get("accuracy", float("nan"))),
         "train_loss": float(last_epoch.get("loss", float("nan"))),
-        "epochs_completed": int(history.epoch[-1]) + 1 if history.epoch else cfg.epochs,
+        "epochs_completed": len(history),
+        "optimizer_steps": int(model.optimizer.iterations),
         "images_per_sec": round(step_logger.images_per_sec, 2),
-        "wall_seconds": round(time.perf_counter() - started, 2),
+        "wall_seconds": clock.seconds,
         "batch_size": cfg.batch_size,
         "model": cfg.model.name,
         "dataset": cfg.dataset.name,
@@ -193,6 +300,7 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "num_classes": len(splits.class_names),
     }
     write_json_atomic(run_dir / METRICS_FILE, metrics)
+    write_status(run_dir, FINISHED, wall_seconds=metrics["wall_seconds"])
     log.info(
         "finished: val_accuracy %.4f val_loss %.4f epochs %d wall %.1fs imgs/s: %.2f",
         metrics["val_accuracy"], metrics["val_loss"], metrics["epochs_completed"],

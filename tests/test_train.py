@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from runner.network import build_network
-from runner.train import train
+from runner.train import progress_verbosity, train
 from tests.conftest import TINY_RUN, compose_config
 from tests.data_fixtures import write_image_folder, write_tfds_folder
 
@@ -114,3 +114,15 @@ def test_resizer_learns_an_image_folder(tmp_path):
 def test_keras_session_is_usable_after_a_run(quick_run):
     # The autouse fixture resets the policy; a run must not leave a mixed policy behind anyway.
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+class _Terminal:
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_plain_lines_elsewhere(tmp_path):
+    with open(tmp_path / "log.txt", "w") as file:
+        assert progress_verbosity(file, {}) == 0
+    assert progress_verbosity(_Terminal(), {}) == 1
+    assert progress_verbosity(_Terminal(), {"CI": "true"}) == 0

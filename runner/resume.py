@@ -1,0 +1,156 @@
+"""Resuming a stopped run: graceful Ctrl-C/SIGTERM, the `resume=<run dir>` shortcut, and keeping
+history.csv and the config consistent with the Keras backup. No TensorFlow here.
+
+Keras' BackupAndRestore (checkpoints/backup) saves weights, optimiser state (so the optimiser's
+step count and with it the learning-rate schedule) and the epoch counter after every epoch;
+the next fit() in the same run directory restores them. This module handles the rest.
+"""
+
+import csv
+import json
+import logging
+import os
+import shlex
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner.errors import ConfigError, RunInterrupted
+
+log = logging.getLogger(__name__)
+
+RESUME_PREFIX = "resume="
+# Keys a resumed run may change: they do not change what is trained.
+MAY_CHANGE_ON_RESUME = {"output_dir", "log_steps"}
+
+
+class StopSignals:
+    """While active, the first SIGINT or SIGTERM asks training to stop after the current step
+    (a callback polls `requested`), so the backup and history.csv are never cut mid-write;
+    a second one stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopSignals":
+        # Handlers can only be installed from the main thread (not so in some launchers' workers).
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signal_number: int, frame: FrameType | None) -> None:
+        if self.requested is not None:
+            raise RunInterrupted(signal_number)
+        self.requested = signal_number
+        log.warning(
+            "%s received: stopping after the current step (send it again to stop at once)",
+            signal.Signals(signal_number).name,
+        )
+
+
+def backup_epoch(backup_dir: Path) -> int:
+    """Epochs completed according to a Keras BackupAndRestore backup; 0 when there is none."""
+    try:
+        return int(json.loads((backup_dir / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def trim_history(history_csv: Path, epochs: int) -> None:
+    """Keep only history.csv's rows for the first `epochs` epochs: those the backup holds.
+
+    A resumed fit appends from there, so an epoch that ran again (its backup was older than its
+    row, or a fresh start after a failure) is not listed twice.
+    """
+    if not history_csv.is_file():
+        return
+    with open(history_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        kept = [row for row in reader if None not in row.values() and int(row["epoch"]) < epochs]
+    if not kept:
+        history_csv.unlink()
+        return
+    tmp = history_csv.with_name(history_csv.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+    os.replace(tmp, history_csv)
+
+
+def _flat(cfg: DictConfig) -> dict[str, object]:
+    flat: dict[str, object] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix.rstrip(".")] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def check_same_config(cfg: DictConfig, saved_config: Path) -> None:
+    """Refuse to resume a backup with a different config (it would train something else)."""
+    before, now = _flat(OmegaConf.load(saved_config)), _flat(cfg)
+    changed = sorted(
+        key for key in before.keys() | now.keys()
+        if key not in MAY_CHANGE_ON_RESUME and before.get(key) != now.get(key)
+    )
+    if changed:
+        shown = ", ".join(f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:5])
+        raise ConfigError(
+            f"{cfg.output_dir} holds an unfinished run started with a different config ({shown}). "
+            f"Resume it with its own overrides ({resume_command(Path(cfg.output_dir))}), "
+            "or start a new run in another folder."
+        )
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"python -m runner {shlex.quote(RESUME_PREFIX + str(run_dir))}"
+
+
+def _quoted_override_value(text: str) -> str:
+    """A value Hydra's override parser takes as one string: a sweep job's folder name holds
+    '=' and ',' (batch_size=32,epochs=5), which would otherwise read as a sweep."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def expand_resume_argument(argv: list[str]) -> list[str]:
+    """`resume=<run dir>` -> the run's own overrides (.hydra/overrides.yaml) + hydra.run.dir=<run dir>.
+
+    Done on the command line before Hydra parses it, so Hydra composes exactly the run's config
+    and records the real overrides again.
+    """
+    resume_args = [arg for arg in argv if arg.startswith(RESUME_PREFIX)]
+    if not resume_args:
+        return argv
+    if len(resume_args) > 1 or {"-m", "--multirun"} & set(argv):
+        raise ConfigError(
+            "resume=<run dir> takes one run folder and no -m: to resume a sweep, run the same "
+            "sweep command again with hydra.sweep.dir=<its folder>."
+        )
+    run_dir = Path(resume_args[0].removeprefix(RESUME_PREFIX)).expanduser().resolve()
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        raise ConfigError(
+            f"resume={resume_args[0].removeprefix(RESUME_PREFIX)}: {overrides_file} does not exist, "
+            "so this is not a run folder written by `python -m runner`. Pass the folder that holds "
+            "train.log and .hydra/."
+        )
+    saved = [str(item) for item in OmegaConf.load(overrides_file)]
+    others = [arg for arg in argv if arg not in resume_args]
+    return [*saved, *others, f"hydra.run.dir={_quoted_override_value(str(run_dir))}"]

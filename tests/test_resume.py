@@ -1,0 +1,156 @@
+"""Resuming: a real run stopped by SIGTERM after its first epoch continues from there, and the
+pieces that keep a resumed run consistent (history trimming, config check, resume=<dir>)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from runner.errors import ConfigError, RunInterrupted
+from runner.resume import (
+    StopSignals,
+    check_same_config,
+    expand_resume_argument,
+    trim_history,
+)
+from tests.conftest import compose_config, runner_env
+
+RESUMABLE_RUN = ["batch_size=16", "epochs=2", "steps_per_epoch=3", "log_steps=1",
+                 "dataset.val_fraction=0.05"]
+
+
+def start_runner(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=runner_env(),
+    )
+
+
+def history_rows(run_dir: Path) -> list[dict[str, str]]:
+    path = run_dir / "history.csv"
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def wait_for_first_epoch(process: subprocess.Popen, run_dir: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not history_rows(run_dir):
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no epoch finished in time"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def stopped_and_resumed(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("resume") / "run"
+    process = start_runner(*RESUMABLE_RUN, f"hydra.run.dir={run_dir}")
+    wait_for_first_epoch(process, run_dir)
+    process.send_signal(signal.SIGTERM)
+    _, stopped_stderr = process.communicate(timeout=300)
+    stopped = {
+        "returncode": process.returncode, "stderr": stopped_stderr,
+        "status": json.loads((run_dir / "status.json").read_text()),
+        "history": history_rows(run_dir),
+    }
+    resumed = subprocess.run(
+        [sys.executable, "-m", "runner", f"resume={run_dir}"], capture_output=True, text=True,
+        env=runner_env(), timeout=600,
+    )
+    return run_dir, stopped, resumed
+
+
+def test_sigterm_stops_cleanly_after_a_step_and_says_how_to_resume(stopped_and_resumed):
+    run_dir, stopped, _ = stopped_and_resumed
+    assert stopped["returncode"] == 128 + signal.SIGTERM, stopped["stderr"][-3000:]
+    assert "Traceback" not in stopped["stderr"]
+    assert f"resume with: python -m runner resume={run_dir}" in stopped["stderr"]
+    assert stopped["status"]["status"] == "interrupted"
+    assert stopped["status"]["epochs_completed"] == 1
+    assert [row["epoch"] for row in stopped["history"]] == ["0"]
+
+
+def test_resumed_run_continues_from_its_last_epoch(stopped_and_resumed):
+    run_dir, stopped, resumed = stopped_and_resumed
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after epoch 1" in resumed.stderr
+    rows = history_rows(run_dir)
+    assert [row["epoch"] for row in rows] == ["0", "1"]  # appended, no epoch twice
+    assert rows[0] == stopped["history"][0]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 2
+    assert metrics["optimizer_steps"] == 6  # 2 epochs x 3 steps: the optimiser state came back
+    assert metrics["wall_seconds"] > stopped["status"]["wall_seconds"]
+    assert metrics["train_loss"] == pytest.approx(float(rows[-1]["loss"]))
+    # resume=<dir> composed the run's own overrides again.
+    assert OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") == RESUMABLE_RUN
+    assert not (run_dir / "checkpoints" / "backup").exists()
+
+
+def write_history(path: Path, epochs: int) -> None:
+    path.write_text("epoch,loss\n" + "".join(f"{e},{1.0 / (e + 1)}\n" for e in range(epochs)))
+
+
+def test_trim_history_keeps_the_epochs_the_backup_holds(tmp_path):
+    history = tmp_path / "history.csv"
+    write_history(history, 3)
+    with open(history, "a") as f:
+        f.write("3,0.2")  # a row cut short by a kill: no newline, but all fields here
+    trim_history(history, 2)
+    assert history.read_text() == "epoch,loss\n0,1.0\n1,0.5\n"
+    trim_history(history, 0)  # a fresh start: nothing of the failed attempt stays
+    assert not history.exists()
+
+
+def test_resuming_with_another_config_is_refused(tmp_path):
+    saved = tmp_path / "resume_config.yaml"
+    OmegaConf.save(compose_config(["batch_size=16"], tmp_path), saved, resolve=True)
+    check_same_config(compose_config(["batch_size=16", "log_steps=3"], tmp_path), saved)
+    with pytest.raises(ConfigError, match=r"batch_size: 16 -> 32.*resume="):
+        check_same_config(compose_config(["batch_size=32"], tmp_path), saved)
+
+
+def test_resume_argument_expands_to_the_runs_overrides(tmp_path):
+    run_dir = tmp_path / "batch_size=16,epochs=2"  # a sweep job's folder: '=' and ','
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(["batch_size=16", "epochs=2"]), run_dir / ".hydra" / "overrides.yaml")
+    argv = expand_resume_argument([f"resume={run_dir}", "log_steps=5"])
+    assert argv[:3] == ["batch_size=16", "epochs=2", "log_steps=5"]
+    (parsed,) = OverridesParser.create().parse_overrides(argv[3:])  # Hydra's own parser
+    assert parsed.key_or_group == "hydra.run.dir" and parsed.value() == str(run_dir)
+    assert expand_resume_argument(["epochs=3"]) == ["epochs=3"]
+    with pytest.raises(ConfigError, match="not a run folder"):
+        expand_resume_argument([f"resume={tmp_path}"])
+    with pytest.raises(ConfigError, match="hydra.sweep.dir"):
+        expand_resume_argument(["-m", f"resume={run_dir}"])
+
+
+def test_resume_of_a_folder_that_is_no_run_exits_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", f"resume={tmp_path}"], capture_output=True, text=True,
+        env=runner_env(), timeout=60,
+    )
+    assert result.returncode == 2 and "not a run folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_first_signal_asks_to_stop_and_a_second_stops_at_once():
+    before = signal.getsignal(signal.SIGTERM)
+    with StopSignals() as signals:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # Python runs the handler between bytecodes
+        assert signals.requested == signal.SIGTERM
+        with pytest.raises(RunInterrupted) as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+        assert stop.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) == before

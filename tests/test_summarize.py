@@ -1,0 +1,75 @@
+"""`python -m runner.summarize <sweep dir>` on a partial sweep, without TensorFlow: job folders are
+written here in the layout `python -m runner -m` leaves (tests/test_sweeps.py runs the real one)."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from tests.conftest import runner_env
+
+JOBS = [  # (overrides, status.json, metrics.json or None, history epochs)
+    (["batch_size=32", "epochs=5"], {"status": "finished"}, {"val_accuracy": 0.5, "val_loss": 1.5,
+     "images_per_sec": 40.0, "wall_seconds": 10.0, "epochs_completed": 5}, 5),
+    (["batch_size=64", "epochs=5"], {"status": "failed", "reason": "ResourceExhaustedError: OOM"},
+     None, 0),
+    (["batch_size=32", "epochs=15"], {"status": "interrupted"}, None, 3),
+    (["batch_size=64", "epochs=15"], {"status": "finished"}, {"val_accuracy": 0.75, "val_loss": 0.9,
+     "images_per_sec": 60.0, "wall_seconds": 25.0, "epochs_completed": 15}, 15),
+]
+
+
+def write_job(sweep_dir: Path, number: int, overrides, status, metrics, epochs: int) -> Path:
+    run_dir = sweep_dir / ",".join(overrides)
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": {"job": {"num": number}}}), run_dir / ".hydra" / "hydra.yaml")
+    (run_dir / "status.json").write_text(json.dumps(status))
+    if metrics is not None:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    if epochs:
+        (run_dir / "history.csv").write_text(
+            "epoch,loss,val_accuracy\n"
+            + "".join(f"{e},{1 / (e + 1)},{e / (epochs + 1)}\n" for e in range(epochs))
+        )
+    return run_dir
+
+
+def summarize(sweep_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runner.summarize", str(sweep_dir)],
+        capture_output=True, text=True, env=runner_env(), timeout=120,
+    )
+
+
+def test_summary_of_a_partial_sweep(tmp_path):
+    # Written in reverse: the rows follow Hydra's job numbers, not the folders' age or names.
+    for number, job in reversed(list(enumerate(JOBS))):
+        write_job(tmp_path, number, *job)
+    (tmp_path / "batch_size=128,epochs=5" / ".hydra").mkdir(parents=True)  # killed at start
+    OmegaConf.save(OmegaConf.create(["batch_size=128", "epochs=5"]),
+                   tmp_path / "batch_size=128,epochs=5" / ".hydra" / "overrides.yaml")
+    result = summarize(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not any(line.rstrip().endswith("| tensorflow") for line in result.stderr.splitlines())
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["batch_size"], r["epochs"], r["status"]) for r in rows] == [
+        ("32", "5", "finished"), ("64", "5", "failed"), ("32", "15", "interrupted"),
+        ("64", "15", "finished"), ("128", "5", "not started"),
+    ]
+    assert rows[0]["overrides"] == "batch_size=32,epochs=5" and rows[0]["run_dir"] == "batch_size=32,epochs=5"
+    assert float(rows[3]["val_accuracy"]) == 0.75 and float(rows[3]["images_per_sec"]) == 60.0
+    assert rows[1]["reason"] == "ResourceExhaustedError: OOM" and rows[1]["val_accuracy"] == ""
+    assert "5 job(s): 2 finished, 3 not finished." in result.stdout
+    assert "Best val_accuracy 0.7500: batch_size=64,epochs=15" in result.stdout
+    assert (tmp_path / "summary.md").read_text() == result.stdout
+    assert (tmp_path / "summary.png").stat().st_size > 10_000
+
+
+def test_a_folder_without_jobs_exits_2(tmp_path):
+    result = summarize(tmp_path)
+    assert result.returncode == 2 and "holds no job folders" in result.stderr
