@@ -78,7 +78,7 @@ def list_image_folder(path: str) -> tuple[list[str], list[tuple[Path, int]]]:
         for f in sorted(d.iterdir())
         if _is_image_name(f)
     ]
-    bad = [str(f) for f, _ in files if not _has_image_signature(f)]
+    bad = [str(f) for f, _ in files if not has_image_signature(f)]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise ConfigError(
@@ -92,7 +92,7 @@ def _is_image_name(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _has_image_signature(path: Path) -> bool:
+def has_image_signature(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(8)
     return any(head.startswith(sig) for sig in IMAGE_SIGNATURES)
