@@ -17,12 +17,14 @@ from runner.checks import check_config
 from runner.errors import ConfigError
 from runner.report import (
     METRICS_FILE,
+    ascend_figures,
     attach_log_file,
     detach_log_file,
     environment,
     read_metrics,
     write_json_atomic,
 )
+from runner.workers import current_worker, worker_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     A run directory that already holds metrics.json is finished: its metrics are returned as they
     are. One with a backup from an interrupted run resumes from its last completed epoch.
     """
-    run_dir = Path(cfg.output_dir)
+    run_dir = worker_run_dir(Path(cfg.output_dir), cfg.device)  # rank_<id>/ beside the chief's
     run_dir.mkdir(parents=True, exist_ok=True)
     finished = read_metrics(run_dir)
     if finished is not None:
@@ -95,6 +97,9 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger) -> list:
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
         step_logger,
     ]
+    if not current_worker(cfg.device).is_chief:
+        # Only rank 0 writes checkpoints; every rank keeps its own backup so that each can resume.
+        callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.ModelCheckpoint)]
     if cfg.model.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -109,18 +114,15 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from runner.callbacks import StepLogger
-    from runner.datasets import build_splits
+    from runner.debug import tf_debug_tools
     from runner.device import build_strategy, describe_devices
-    from runner.network import build_network
-    from runner.optim import build_loss, build_optimizer
     from runner.precision import apply_precision
 
     started = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = build_strategy(cfg.device)
+    strategy = build_strategy(cfg)  # on the NPU: precision and debug options, then open
     policy = apply_precision(cfg.precision.mode, cfg.device.type)
     device = describe_devices(strategy, cfg.device.type)
     write_json_atomic(run_dir / "env.json", environment(device))
@@ -128,8 +130,20 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "run %s: model=%s dataset=%s device=%s (%d replica(s)) policy=%s",
         run_dir, cfg.model.name, cfg.dataset.name, cfg.device.type, device["replicas"], policy,
     )
+    # GPU/CPU debug tools are process-wide: on for this run's training only.
+    with tf_debug_tools(cfg.debug, cfg.device.type) as debug_callbacks:
+        return _train_and_report(cfg, run_dir, strategy, policy, started, debug_callbacks)
 
-    splits = build_splits(cfg, drop_remainder=static_shape(cfg))
+
+def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, started: float,
+                      debug_callbacks: list) -> dict[str, Any]:
+    from runner.callbacks import StepLogger
+    from runner.datasets import build_splits
+    from runner.network import build_network
+    from runner.npu import distributed_optimizer, multi_card_callbacks, training_shard
+    from runner.optim import build_loss, build_optimizer
+
+    splits = build_splits(cfg, drop_remainder=static_shape(cfg), shard=training_shard(cfg.device))
     (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
     (run_dir / CHECKPOINTS / LABELS_FILE).write_text("\n".join(splits.class_names) + "\n")
     log.info(
@@ -140,7 +154,7 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with strategy.scope():
         model = build_network(cfg.model, len(splits.class_names), cfg.dataset.image_size)
         model.compile(
-            optimizer=build_optimizer(cfg.model, cfg.batch_size),
+            optimizer=distributed_optimizer(cfg.device, build_optimizer(cfg.model, cfg.batch_size)),
             loss=build_loss(cfg.model),
             metrics=["accuracy"],
         )
@@ -153,7 +167,8 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         validation_data=splits.val,
         epochs=cfg.epochs,
         steps_per_epoch=cfg.steps_per_epoch,
-        callbacks=_callbacks(cfg, run_dir, step_logger),
+        callbacks=[*_callbacks(cfg, run_dir, step_logger), *multi_card_callbacks(cfg.device),
+                   *debug_callbacks],
         shuffle=False,  # the pipeline shuffles
         verbose=1 if sys.stdout.isatty() else 0,
     )
@@ -174,10 +189,14 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "precision_policy": policy,
         "num_classes": len(splits.class_names),
     }
+    rank_size = max(strategy.num_replicas_in_sync, current_worker(cfg.device).size)
+    figures = ascend_figures(metrics, step_logger.seconds_per_step, rank_size, cfg.case_kind)
+    metrics |= figures
     write_json_atomic(run_dir / METRICS_FILE, metrics)
     log.info(
         "finished: val_accuracy %.4f val_loss %.4f epochs %d wall %.1fs imgs/s: %.2f",
         metrics["val_accuracy"], metrics["val_loss"], metrics["epochs_completed"],
         metrics["wall_seconds"], metrics["images_per_sec"],
     )
+    log.info("%s", " ".join(f"{name}: {value}" for name, value in figures.items()))  # Ascend's names
     return metrics
