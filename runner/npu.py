@@ -46,7 +46,7 @@ def open_npu(cfg: Any) -> tf.distribute.Strategy:
     _make_output_folders(options)
     _set_options(npu_device.global_options(), options)
     # device.id null: the adapter reads $ASCEND_DEVICE_ID (0 when unset), as the Ascend scripts do.
-    npu_device.open(cfg.device.id).as_default()
+    npu_device.open(device_id=cfg.device.id).as_default()
     log.info("npu_device opened (device.id=%s) with options %s", cfg.device.id, options)
     return tf.distribute.get_strategy()
 
