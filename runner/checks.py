@@ -7,6 +7,9 @@ from omegaconf.errors import MissingMandatoryValue
 
 from runner.errors import ConfigError
 from runner.network import DENSENET_FAMILY, MODEL_NAMES, resizer_target_size
+from runner.workers import current_worker
+
+MIXLIST_PRECISIONS = ("allow_mix_precision", "allow_mix_precision_fp16", "allow_mix_precision_bf16")
 
 MISSING_HINTS = {
     "dataset.data_dir": "the folder holding <name>/<version>/ of a TFDS-prepared dataset, "
@@ -31,6 +34,8 @@ def check_config(cfg: DictConfig) -> None:
     _check_dataset_files(cfg.dataset)
     if cfg.model.name == "bit":
         _check_bit_files(cfg.model)
+    _check_device(cfg.device)
+    _check_debug(cfg.debug, cfg.precision.mode, cfg.device.type)
 
 
 def _check_missing(cfg: DictConfig) -> None:
@@ -85,3 +90,37 @@ def _check_dataset_files(dataset_cfg: DictConfig) -> None:
         find_tfds_version_dir(dataset_cfg.data_dir, dataset_cfg.name, dataset_cfg.version)
     elif dataset_cfg.source == "image_folder":
         list_image_folder(dataset_cfg.path)
+
+
+def _check_device(device_cfg: DictConfig) -> None:
+    if device_cfg.num_devices < 1:
+        raise ConfigError(f"device.num_devices={device_cfg.num_devices} must be at least 1.")
+    if device_cfg.type != "npu" and device_cfg.num_devices != 1:
+        raise ConfigError(
+            f"device.num_devices={device_cfg.num_devices} is for device=npu (one process per "
+            f"card). device={device_cfg.type} uses every visible device (limit them with "
+            "CUDA_VISIBLE_DEVICES); for several machines use device.multi_worker=true with TF_CONFIG."
+        )
+    if device_cfg.type == "npu" and device_cfg.multi_worker:
+        raise ConfigError(
+            "device.multi_worker=true is TensorFlow's multi-worker strategy (GPU/CPU). On the NPU "
+            "use device.num_devices=N with RANK_SIZE, RANK_ID and RANK_TABLE_FILE in each process."
+        )
+    current_worker(device_cfg)  # a missing or bad RANK_* / TF_CONFIG variable fails here
+
+
+def _check_debug(debug_cfg: DictConfig, precision_mode: str, device_type: str) -> None:
+    if debug_cfg.mixlist.enabled and precision_mode not in MIXLIST_PRECISIONS:
+        raise ConfigError(
+            f"debug=mixlist edits the mixed-precision op lists, which only precision="
+            f"allow_mix_precision uses; this run has precision={precision_mode}. Add "
+            "precision=allow_mix_precision, or drop mixlist from debug=."
+        )
+    if device_type != "npu":
+        return  # the files below are read by the NPU only
+    for name, file in (("fusion_off", debug_cfg.fusion_off.file), ("mixlist", debug_cfg.mixlist.file)):
+        if debug_cfg[name].enabled and not Path(file).is_file():
+            raise ConfigError(
+                f"debug={name} reads debug.{name}.file={file}, which is not a file (relative paths "
+                f"start from {Path.cwd()}). Pass its path, e.g. debug.{name}.file=/path/to/{Path(file).name}."
+            )

@@ -1,5 +1,6 @@
 """Dataset config -> batched train and validation pipelines."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -10,6 +11,8 @@ from runner.errors import ConfigError
 from runner.optim import uses_one_hot_labels
 
 CACHE_LIMIT_BYTES = 2 << 30  # decoded float32 images kept in memory up to this size
+# (examples, global batch) -> (this card's examples, its batch): npu_device.distribute's signature.
+Shard = Callable[[tf.data.Dataset, int], tuple[tf.data.Dataset, int]]
 
 
 @dataclass
@@ -69,11 +72,15 @@ def count_examples(ds: tf.data.Dataset) -> int:
     return n if n >= 0 else int(ds.reduce(0, lambda count, _: count + 1))
 
 
-def build_splits(cfg: Any, source: Source, drop_remainder: bool) -> Splits:
+def build_splits(
+    cfg: Any, source: Source, drop_remainder: bool, shard: Shard | None = None
+) -> Splits:
+    """shard: on a multi-card run, this card's share of the training examples and its batch."""
     train, val, class_names = source.train, source.val, source.class_names
+    train, train_batch = shard(train, cfg.batch_size) if shard else (train, cfg.batch_size)
     train_examples, val_examples = count_examples(train), count_examples(val)
     for split, n in (("training", train_examples), ("validation", val_examples)):
-        if n < (cfg.batch_size if drop_remainder else 1):
+        if n < (train_batch if drop_remainder else 1):
             raise ConfigError(
                 f"The {split} split of dataset={cfg.dataset.name} has {n} examples, fewer than "
                 f"one batch (batch_size={cfg.batch_size}, static_shape={drop_remainder}). "
@@ -93,7 +100,7 @@ def build_splits(cfg: Any, source: Source, drop_remainder: bool) -> Splits:
         seed=cfg.seed,
     )
     return Splits(
-        train=make_batches(train, spec, training=True),
+        train=make_batches(train, replace(spec, batch_size=train_batch), training=True),
         val=make_batches(val, replace(spec, flip=False, crop_size=None, mixup_alpha=0.0), training=False),
         class_names=class_names,
         train_examples=train_examples,

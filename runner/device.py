@@ -10,23 +10,37 @@ from runner.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def build_strategy(device_cfg: Any) -> tf.distribute.Strategy:
-    """cpu: the default strategy; gpu: every visible GPU mirrored; npu: the opened Ascend device."""
-    if device_cfg.type == "gpu":
-        gpus = tf.config.list_physical_devices("GPU")
-        if not gpus:
-            raise ConfigError(
-                "device=gpu but TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') "
-                "is empty). Check the CUDA driver with `nvidia-smi`, or run with device=cpu."
-            )
-        for gpu in gpus:
-            tf.config.experimental.set_memory_growth(gpu, device_cfg.memory_growth)
-        return tf.distribute.MirroredStrategy()
+def build_strategy(cfg: Any) -> tf.distribute.Strategy:
+    """cpu: the default strategy; gpu: every visible GPU mirrored; npu: the opened Ascend device.
+
+    device.multi_worker: MultiWorkerMirroredStrategy over the workers TF_CONFIG names (each
+    worker's CPU or all its GPUs). Takes the whole config: the NPU's options (precision, debug)
+    must be set before the device opens.
+    """
+    device_cfg = cfg.device
     if device_cfg.type == "npu":
         from runner.npu import open_npu
 
-        return open_npu(device_cfg)
+        return open_npu(cfg)
+    if device_cfg.type == "gpu":
+        _enable_memory_growth(device_cfg.memory_growth)
+    if device_cfg.multi_worker:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if device_cfg.type == "gpu":
+        return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def _enable_memory_growth(memory_growth: bool) -> None:
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise ConfigError(
+            "device=gpu but TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') "
+            "is empty). Check the CUDA driver with `nvidia-smi`, or run with device=cpu."
+        )
+    for gpu in gpus:
+        # Before any GPU memory is allocated; otherwise TF reserves all of it up front.
+        tf.config.experimental.set_memory_growth(gpu, memory_growth)
 
 
 def describe_devices(strategy: tf.distribute.Strategy, device_type: str) -> dict[str, Any]:

@@ -104,3 +104,23 @@ def _number(text: str) -> float:
         return float(text)
     except ValueError:  # CSVLogger writes "NA" for a metric an epoch did not log
         return float("nan")
+
+
+def ascend_figures(metrics: dict[str, Any], seconds_per_step: float, rank_size: int,
+                   case_kind: str) -> dict[str, Any]:
+    """The figures the Ascend scripts' shell wrappers report, under their names.
+
+    ActualFPS is the whole run's throughput (the global batch per step), as their 8p scripts
+    report it; TrainingTime is milliseconds per step; E2ETrainingTime seconds end to end.
+    """
+    return {
+        "ActualFPS": metrics["images_per_sec"],
+        "TrainingTime": round(seconds_per_step * 1000, 2),
+        "TrainAccuracy": metrics["train_accuracy"],
+        "ActualLoss": metrics["train_loss"],
+        "E2ETrainingTime": metrics["wall_seconds"],
+        "DeviceType": metrics["device"],
+        "RankSize": rank_size,
+        "BatchSize": metrics["batch_size"],
+        "CaseName": f"{metrics['model']}_bs{metrics['batch_size']}_{rank_size}p_{case_kind}",
+    }

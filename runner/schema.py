@@ -44,6 +44,13 @@ class OverflowMode(StrEnum):
     all = "all"
 
 
+class CaseKind(StrEnum):
+    """Ascend's CaseName suffix: a full (accuracy) run or a short performance run."""
+
+    acc = "acc"
+    perf = "perf"
+
+
 @dataclass
 class DeviceConfig:
     type: DeviceType = DeviceType.cpu
@@ -126,6 +133,7 @@ class RunConfig:
     deterministic: bool = False
     static_shape: bool | None = None
     log_steps: int = 10
+    case_kind: CaseKind = CaseKind.acc
     output_dir: str = MISSING
 
 

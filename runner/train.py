@@ -24,6 +24,7 @@ from runner.report import (
     INTERRUPTED,
     METRICS_FILE,
     RUNNING,
+    ascend_figures,
     attach_log_file,
     detach_log_file,
     environment,
@@ -34,6 +35,7 @@ from runner.report import (
     write_status,
 )
 from runner.resume import StopSignals, backup_epoch, check_same_config, resume_command
+from runner.workers import current_worker, worker_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     are. One with a backup from an interrupted run resumes from its last completed epoch.
     status.json says how the last attempt ended (finished, failed + reason, interrupted).
     """
-    run_dir = Path(cfg.output_dir)
+    run_dir = worker_run_dir(Path(cfg.output_dir), cfg.device)  # rank_<id>/ beside the chief's
     run_dir.mkdir(parents=True, exist_ok=True)
     finished = read_metrics(run_dir)
     if finished is not None:
@@ -187,6 +189,9 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
         step_logger,
     ]
+    if not current_worker(cfg.device).is_chief:
+        # Only rank 0 writes checkpoints; every rank keeps its own backup so that each can resume.
+        callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.ModelCheckpoint)]
     if cfg.model.early_stopping_patience:
         # Its patience counter starts again on resume (Keras keeps it in memory only).
         callbacks.append(
@@ -227,17 +232,14 @@ def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig) -> N
 def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str, Any]:
     import keras
 
-    from runner.callbacks import StepLogger
-    from runner.datasets import build_splits, load_source
+    from runner.debug import tf_debug_tools
     from runner.device import build_strategy, describe_devices
-    from runner.network import build_network
-    from runner.optim import build_loss, build_optimizer
     from runner.precision import apply_precision
 
     keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TensorFlow
     _set_op_determinism(cfg.deterministic)
     _prepare_resume(cfg, run_dir)
-    strategy = build_strategy(cfg.device)
+    strategy = build_strategy(cfg)  # on the NPU: precision and debug options, then open
     policy = apply_precision(cfg.precision.mode, cfg.device.type)
     device = describe_devices(strategy, cfg.device.type)
     write_json_atomic(run_dir / "env.json", environment(device))
@@ -245,11 +247,25 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str
         "run %s: model=%s dataset=%s device=%s (%d replica(s)) policy=%s",
         run_dir, cfg.model.name, cfg.dataset.name, cfg.device.type, device["replicas"], policy,
     )
+    # GPU/CPU debug tools are process-wide: on for this run's training only.
+    with tf_debug_tools(cfg.debug, cfg.device.type) as debug_callbacks:
+        return _train_and_report(cfg, run_dir, strategy, policy, clock, debug_callbacks)
+
+
+def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clock: RunClock,
+                      debug_callbacks: list) -> dict[str, Any]:
+    from runner.callbacks import StepLogger
+    from runner.datasets import build_splits, load_source
+    from runner.network import build_network
+    from runner.npu import distributed_optimizer, multi_card_callbacks, training_shard
+    from runner.optim import build_loss, build_optimizer
 
     source = load_source(cfg.dataset, cfg.seed)
     if cfg.model.schedule == "hyperrule":
         cfg = _with_hyperrule(cfg, source, run_dir)
-    splits = build_splits(cfg, source, drop_remainder=static_shape(cfg))
+    splits = build_splits(
+        cfg, source, drop_remainder=static_shape(cfg), shard=training_shard(cfg.device)
+    )
     (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
     (run_dir / CHECKPOINTS / LABELS_FILE).write_text("\n".join(splits.class_names) + "\n")
     log.info(
@@ -260,7 +276,7 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str
     with strategy.scope():
         model = build_network(cfg.model, len(splits.class_names), cfg.dataset.image_size)
         model.compile(
-            optimizer=build_optimizer(cfg.model, cfg.batch_size),
+            optimizer=distributed_optimizer(cfg.device, build_optimizer(cfg.model, cfg.batch_size)),
             loss=build_loss(cfg.model),
             metrics=["accuracy"],
         )
@@ -274,7 +290,8 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str
             validation_data=splits.val,
             epochs=cfg.epochs,
             steps_per_epoch=cfg.steps_per_epoch,
-            callbacks=_callbacks(cfg, run_dir, step_logger, signals),
+            callbacks=[*_callbacks(cfg, run_dir, step_logger, signals),
+                       *multi_card_callbacks(cfg.device), *debug_callbacks],
             shuffle=False,  # the pipeline shuffles
             verbose=progress_verbosity(sys.stdout, os.environ),
         )
@@ -299,6 +316,9 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str
         "precision_policy": policy,
         "num_classes": len(splits.class_names),
     }
+    rank_size = max(strategy.num_replicas_in_sync, current_worker(cfg.device).size)
+    figures = ascend_figures(metrics, step_logger.seconds_per_step, rank_size, cfg.case_kind)
+    metrics |= figures
     write_json_atomic(run_dir / METRICS_FILE, metrics)
     write_status(run_dir, FINISHED, wall_seconds=metrics["wall_seconds"])
     log.info(
@@ -306,4 +326,5 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str
         metrics["val_accuracy"], metrics["val_loss"], metrics["epochs_completed"],
         metrics["wall_seconds"], metrics["images_per_sec"],
     )
+    log.info("%s", " ".join(f"{name}: {value}" for name, value in figures.items()))  # Ascend's names
     return metrics

@@ -1,6 +1,8 @@
 """Shared fixtures: configs composed the way `python -m runner` composes them."""
 
 import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,8 +32,6 @@ def compose_cfg():
 def _keras_global_state():
     """Each test starts from float32 and a fresh Keras session, whatever the last one set."""
     yield
-    import sys
-
     if "keras" in sys.modules:
         import keras
 
@@ -43,3 +43,32 @@ def runner_env() -> dict[str, str]:
     """Environment for `python -m runner` subprocesses: the repo importable, TF quiet."""
     root = str(Path(__file__).resolve().parent.parent)
     return {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+FAKE_NPU_DIR = Path(__file__).resolve().parent / "fake_npu"
+NPU_ENV = ("ASCEND_DEVICE_ID", "RANK_SIZE", "RANK_ID", "RANK_TABLE_FILE")
+
+
+@contextmanager
+def fake_npu_installed(env: dict[str, str] | None = None):
+    """The strict fake npu_device importable (as a fresh process would see it) for the block only."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(FAKE_NPU_DIR))
+        for name in NPU_ENV:
+            patch.delenv(name, raising=False)
+        for name, value in (env or {}).items():
+            patch.setenv(name, value)
+        import npu_device
+
+        npu_device.reset()
+        try:
+            yield npu_device
+        finally:
+            for name in [m for m in sys.modules if m == "npu_device" or m.startswith("npu_device.")]:
+                del sys.modules[name]
+
+
+@pytest.fixture
+def fake_npu():
+    with fake_npu_installed() as npu_device:
+        yield npu_device

@@ -66,3 +66,24 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
     assert result.returncode != 0
     assert "tpu" in result.stderr and "cpu" in result.stderr and "npu" in result.stderr
     assert not imports_tensorflow(result)
+
+
+def test_help_maps_every_ascend_flag_to_its_override_without_tensorflow():
+    help_ = run_runner("--help", timeout=60)
+    assert help_.returncode == 0 and not imports_tensorflow(help_)
+    flags = (
+        "precision_mode", "over_dump", "over_dump_path", "data_dump_flag", "data_dump_step",
+        "data_dump_path", "profiling", "profiling_dump_path", "use_mixlist", "mixlist_file",
+        "fusion_off_flag", "fusion_off_file", "auto_tune", "data_dir", "data_path", "batch_size",
+        "epochs", "epoch", "eval_static", "static", "log_steps",
+    )
+    for flag in flags:
+        assert f"--{flag}" in help_.stdout, flag
+    assert "debug: auto_tune, dump, fusion_off, mixlist, none, overflow, profiling" in help_.stdout
+
+
+def test_npu_without_its_adapter_exits_non_zero_and_writes_no_metrics(tmp_path):
+    result = run_runner("device=npu", f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "ships with CANN's TensorFlow adapter" in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()

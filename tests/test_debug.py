@@ -1,0 +1,89 @@
+"""The GPU/CPU side of each debug flag: real TensorFlow tools leaving their real artefacts."""
+
+import logging
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from runner.debug import FUSION_OPTIMIZERS, tf_debug_tools
+from tests.conftest import compose_config
+
+
+def debug_cfg(overrides, tmp_path):
+    return compose_config(overrides, tmp_path).debug
+
+
+def fit_a_small_model(callbacks, steps=4):
+    """A few real Keras training steps (a Dense model: the tools, not DenseNet, are under test)."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x, y = np.random.default_rng(0).random((8 * steps, 4)), np.zeros(8 * steps, np.int64)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=callbacks, verbose=0)
+
+
+def test_debug_options_compose_as_a_list_with_overrides(tmp_path):
+    cfg = debug_cfg([
+        "debug=[dump,overflow,profiling]", "debug.dump.path=/data/dump", 'debug.dump.step="0|5|10-20"',
+        "debug.dump.mode=all", "debug.profiling.path=/data/prof", "debug.profiling.start_step=2",
+    ], tmp_path)
+    assert (cfg.dump.enabled, cfg.overflow.enabled, cfg.profiling.enabled) == (True, True, True)
+    assert not (cfg.fusion_off.enabled or cfg.mixlist.enabled or cfg.auto_tune.enabled)
+    assert (cfg.dump.path, cfg.dump.step, cfg.dump.mode) == ("/data/dump", "0|5|10-20", "all")
+    assert (cfg.profiling.path, cfg.profiling.start_step) == ("/data/prof", 2)
+
+
+def test_dump_writes_tfdbg_files_with_executions(tmp_path):
+    cfg = debug_cfg(["debug=dump", f"debug.dump.path={tmp_path}/dump"], tmp_path)
+    with tf_debug_tools(cfg, "cpu") as callbacks:
+        assert callbacks == []
+        fit_a_small_model(callbacks)
+    executions = list((tmp_path / "dump").glob("*.execution"))
+    assert executions and executions[0].stat().st_size > 0
+    assert list((tmp_path / "dump").glob("*.graph_execution_traces"))
+
+
+def test_overflow_stops_at_the_first_nan_and_is_off_afterwards(tmp_path):
+    cfg = debug_cfg(["debug=overflow"], tmp_path)
+    with tf_debug_tools(cfg, "cpu"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="(?i)nan"):
+            tf.math.log(tf.constant(-1.0))
+    assert np.isnan(tf.math.log(tf.constant(-1.0)).numpy())
+
+
+def test_profiling_traces_the_step_range_into_the_profiling_path(tmp_path):
+    cfg = debug_cfg([
+        "debug=profiling", f"debug.profiling.path={tmp_path}/prof", "debug.profiling.start_step=2",
+        "debug.profiling.num_steps=2",
+    ], tmp_path)
+    with tf_debug_tools(cfg, "cpu") as callbacks:
+        fit_a_small_model(callbacks)
+    assert callbacks[0].step == 4 and not callbacks[0].active
+    assert list((tmp_path / "prof" / "plugins" / "profile").rglob("*.xplane.pb"))
+
+
+def test_fusion_off_turns_grappler_fusion_off_then_restores_it(tmp_path):
+    cfg = debug_cfg(["debug=fusion_off"], tmp_path)
+    before = tf.config.optimizer.get_experimental_options()
+    with tf_debug_tools(cfg, "gpu"):
+        during = tf.config.optimizer.get_experimental_options()
+        assert all(during[name] is False for name in FUSION_OPTIMIZERS)
+    after = tf.config.optimizer.get_experimental_options()
+    assert all(after.get(name, True) == before.get(name, True) for name in FUSION_OPTIMIZERS)
+
+
+def test_npu_only_tools_say_they_do_nothing_here(tmp_path, caplog):
+    cfg = debug_cfg(["debug=[mixlist,auto_tune]", "precision=allow_mix_precision"], tmp_path)
+    with caplog.at_level(logging.INFO), tf_debug_tools(cfg, "cpu") as callbacks:
+        assert callbacks == []
+    assert "debug=mixlist is an NPU option: it has no effect on device=cpu" in caplog.text
+    assert "debug=auto_tune is an NPU option" in caplog.text
+
+
+def test_on_the_npu_the_tools_are_options_not_tensorflow_state(tmp_path):
+    cfg = debug_cfg(["debug=[overflow,fusion_off,profiling]"], tmp_path)
+    with tf_debug_tools(cfg, "npu") as callbacks:
+        assert callbacks == []
+        assert tf.config.optimizer.get_experimental_options().get("remapping", True) is True
+        assert np.isnan(tf.math.log(tf.constant(-1.0)).numpy())

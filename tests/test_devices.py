@@ -1,0 +1,119 @@
+"""Devices other than the NPU: rank discovery, precision policies, GPUs, two CPU workers."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from runner.errors import ConfigError
+from runner.precision import policy_for
+from runner.workers import Worker, current_worker, worker_run_dir
+from tests.conftest import TINY_RUN, compose_config, runner_env
+
+HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
+
+
+def tf_config(workers, index, role="worker"):
+    return json.dumps({"cluster": {"worker": workers}, "task": {"type": role, "index": index}})
+
+
+@pytest.mark.parametrize("device,mode,policy", [
+    ("cpu", "force_fp32", "float32"),
+    ("cpu", "allow_mix_precision", "float32"),  # no fp16/bf16 hardware: see docs/devices.md
+    ("cpu", "allow_mix_precision_bf16", "float32"),
+    ("gpu", "force_fp32", "float32"),
+    ("gpu", "must_keep_origin_dtype", "float32"),
+    ("gpu", "allow_mix_precision", "mixed_float16"),
+    ("gpu", "allow_fp32_to_fp16", "mixed_float16"),
+    ("gpu", "force_fp16", "mixed_float16"),
+    ("gpu", "allow_mix_precision_bf16", "mixed_bfloat16"),
+    ("gpu", "allow_fp32_to_bf16", "mixed_bfloat16"),
+    ("npu", "allow_mix_precision", "float32"),  # the NPU applies precision_mode itself
+])
+def test_precision_mode_to_keras_policy(device, mode, policy):
+    assert policy_for(mode, device) == policy
+
+
+def test_tf_config_gives_rank_and_size(tmp_path, monkeypatch):
+    device = compose_config(["device.multi_worker=true"], tmp_path).device
+    monkeypatch.setenv("TF_CONFIG", tf_config(["a:1", "b:2", "c:3"], 2))
+    assert current_worker(device) == Worker(rank=2, size=3)
+    assert worker_run_dir(tmp_path, device) == tmp_path / "rank_2"
+    chief = {"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "chief", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(chief))
+    assert current_worker(device) == Worker(rank=0, size=2)
+    assert worker_run_dir(tmp_path, device) == tmp_path
+
+
+@pytest.mark.parametrize("value,message", [
+    (None, "needs TF_CONFIG"), ("{not json", "not a valid cluster"), ('{"task": {}}', "not a valid"),
+])
+def test_bad_tf_config_is_a_config_error(value, message, tmp_path, monkeypatch):
+    device = compose_config(["device.multi_worker=true"], tmp_path).device
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    if value is not None:
+        monkeypatch.setenv("TF_CONFIG", value)
+    with pytest.raises(ConfigError, match=message):
+        current_worker(device)
+
+
+@pytest.mark.skipif(not HAS_GPU, reason="needs a GPU")
+def test_gpu_run_mirrors_every_gpu_in_mixed_float16(tmp_path):
+    from runner.train import train
+
+    overrides = [*TINY_RUN, "epochs=1", "device=gpu", "precision=allow_mix_precision"]
+    metrics = train(compose_config(overrides, tmp_path / "run"))
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert env["device"]["strategy"] == "MirroredStrategy"
+    assert env["device"]["replicas"] == len(tf.config.list_physical_devices("GPU"))
+    assert metrics["precision_policy"] == "mixed_float16" and metrics["DeviceType"] == "gpu"
+    assert all(tf.config.experimental.get_memory_growth(g) for g in tf.config.list_physical_devices("GPU"))
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Keras 3.15 fit() under MultiWorkerMirroredStrategy with 2+ replicas: _maybe_symbolic_build "
+    "calls strategy.reduce on the (x, y) batch structure, which CollectiveAllReduceStrategy cannot "
+    "reduce (ValueError: Attempt to convert a value (PerReplica...)). See docs/devices.md."
+))
+def test_two_workers_on_loopback_train_together(tmp_path):
+    """MultiWorkerMirroredStrategy from TF_CONFIG, two real processes; only the chief checkpoints."""
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    run_dir = tmp_path / "run"
+    args = [*TINY_RUN, "epochs=1", "device.multi_worker=true", f"hydra.run.dir={run_dir}"]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "runner", *args], env={**runner_env(), "TF_CONFIG": tf_config(workers, i)},
+            stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"worker{i}.err", "w"),
+        )
+        for i in range(2)
+    ]
+    deadline = time.monotonic() + 240
+    try:
+        codes = [p.wait(timeout=max(1, deadline - time.monotonic())) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0], (tmp_path / "worker1.err").read_text()[-3000:]
+    chief = json.loads((run_dir / "metrics.json").read_text())
+    other = json.loads((run_dir / "rank_1" / "metrics.json").read_text())
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["device"]["strategy"] == "MultiWorkerMirroredStrategy" and env["device"]["replicas"] == 2
+    assert chief["RankSize"] == 2 and chief["CaseName"].endswith("_2p_acc")
+    assert chief["train_loss"] == pytest.approx(other["train_loss"])  # one model, trained together
+    assert (run_dir / "checkpoints" / "last.weights.h5").is_file()
+    assert not list((run_dir / "rank_1").rglob("*.weights.h5"))
