@@ -25,11 +25,14 @@ from runner.resume import expand_resume_argument
 
 log = logging.getLogger("runner")
 
-FAILED_JOB_RESULT = float("nan")  # what a failed sweep job returns: Optuna records a failed trial
+# What a failed sweep job returns: the basic sweeper goes on (an exception would end the sweep
+# without a summary), and Optuna records a failed trial ("must be float-castable"; a NaN would
+# crash hydra-optuna-sweeper 1.3.0: it tells Optuna the NaN again with the FAIL state).
+FAILED_JOB_RESULT = None
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     from runner.train import train
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
