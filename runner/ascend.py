@@ -197,22 +197,20 @@ def set_aside(run_dir: Path) -> Path | None:
 
 
 def closing_figures(metrics: dict[str, Any], network: str, case: str) -> dict[str, str]:
-    """The figures the ModelZoo scripts end with, from the run's metrics.json."""
-    batch_size = metrics["batch_size"]
-    fps = float(metrics["images_per_sec"])
-    ms_per_step = metrics.get("ms_per_step") or (batch_size / fps * 1000 if fps else float("nan"))
+    """The figures the ModelZoo scripts end with, as the run computed them in metrics.json
+    (runner/report.py ascend_figures), named after the script's network."""
     return {
         "Network": network,
-        "RankSize": "1",
-        "BatchSize": str(batch_size),
+        "RankSize": str(metrics["RankSize"]),
+        "BatchSize": str(metrics["BatchSize"]),
         "DeviceType": platform.machine(),  # the originals' `uname -m`
-        "Device": str(metrics.get("device", "")),
-        "CaseName": f"{network}_bs{batch_size}_1p_{case}",
-        "ActualFPS": f"{fps:.2f}",
-        "TrainingTime": f"{ms_per_step:.2f}",  # milliseconds per step
-        "TrainAccuracy": f"{metrics['val_accuracy']:.4f}",  # the final evaluation's accuracy
-        "ActualLoss": f"{metrics['train_loss']:.4f}",  # the last epoch's mean training loss
-        "E2ETrainingTime": f"{metrics.get('e2e_seconds', metrics['wall_seconds']):.0f}",  # seconds
+        "Device": str(metrics["DeviceType"]),
+        "CaseName": f"{network}_bs{metrics['BatchSize']}_{metrics['RankSize']}p_{case}",
+        "ActualFPS": f"{metrics['ActualFPS']:.2f}",
+        "TrainingTime": f"{metrics['TrainingTime']:.2f}",  # milliseconds per step
+        "TrainAccuracy": f"{metrics['TrainAccuracy']:.4f}",  # the final evaluation's accuracy
+        "ActualLoss": f"{metrics['ActualLoss']:.4f}",  # the last epoch's mean training loss
+        "E2ETrainingTime": f"{metrics['E2ETrainingTime']:.0f}",  # seconds
     }
 
 

@@ -101,13 +101,14 @@ def test_bad_flags_are_named(recipe, argv, named, tmp_path):
         translate(recipe, FULL, argv, cwd=tmp_path)
 
 
-def test_figures_fill_in_what_metrics_lack():
-    metrics = {"batch_size": 64, "images_per_sec": 320.0, "wall_seconds": 81.4, "val_accuracy": 0.9,
-               "train_loss": 0.25, "device": "npu"}
+def test_figures_are_the_runs_own_named_after_the_script():
+    metrics = {"ActualFPS": 320.0, "TrainingTime": 200.0, "TrainAccuracy": 0.9, "ActualLoss": 0.25,
+               "E2ETrainingTime": 81.4, "DeviceType": "npu", "RankSize": 1, "BatchSize": 64}
     figures = closing_figures(metrics, "bit_ID2496_for_TensorFlow2.X", "perf")
     assert figures["TrainingTime"] == "200.00" and figures["E2ETrainingTime"] == "81"
     assert figures["CaseName"] == "bit_ID2496_for_TensorFlow2.X_bs64_1p_perf"
     assert figures["ActualFPS"] == "320.00" and figures["TrainAccuracy"] == "0.9000"
+    assert figures["Device"] == "npu"
 
 
 def test_an_earlier_run_is_moved_aside_not_deleted(tmp_path):

@@ -178,7 +178,7 @@ def test_npu_run_writes_its_run_directory_with_the_ascend_figures(npu_run):
     assert metrics["ActualFPS"] == metrics["images_per_sec"] > 0
     assert metrics["TrainingTime"] == pytest.approx(16 / metrics["images_per_sec"] * 1000, rel=0.01)
     assert (metrics["TrainAccuracy"], metrics["ActualLoss"]) == (
-        metrics["train_accuracy"], metrics["train_loss"],
+        metrics["val_accuracy"], metrics["train_loss"],
     )
     assert metrics["E2ETrainingTime"] == metrics["wall_seconds"]
     assert (metrics["DeviceType"], metrics["RankSize"], metrics["BatchSize"]) == ("npu", 1, 16)
