@@ -4,12 +4,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import tensorflow as tf
+from omegaconf import OmegaConf
 
 from data.pipeline import PipelineSpec, make_batches
 from runner.errors import ConfigError
 from runner.optim import uses_one_hot_labels
 
-CACHE_LIMIT_BYTES = 2 << 30  # decoded float32 images kept in memory up to this size
+DEFAULT_CACHE_BUDGET_MB = 2048  # for configs saved before pipeline.* existed
 
 
 @dataclass
@@ -69,6 +70,18 @@ def count_examples(ds: tf.data.Dataset) -> int:
     return n if n >= 0 else int(ds.reduce(0, lambda count, _: count + 1))
 
 
+def should_cache(cfg: Any, decoded_bytes: int) -> bool:
+    """pipeline.cache, or when null: cache if the decoded float32 images fit the memory budget.
+
+    Caching skips decode + resize after the first epoch (bench/results.md: the pipeline section).
+    """
+    cache = OmegaConf.select(cfg, "pipeline.cache", default=None)
+    if cache is not None:
+        return bool(cache)
+    budget_mb = OmegaConf.select(cfg, "pipeline.cache_budget_mb", default=DEFAULT_CACHE_BUDGET_MB)
+    return decoded_bytes <= budget_mb << 20
+
+
 def build_splits(cfg: Any, source: Source, drop_remainder: bool) -> Splits:
     train, val, class_names = source.train, source.val, source.class_names
     train_examples, val_examples = count_examples(train), count_examples(val)
@@ -89,7 +102,7 @@ def build_splits(cfg: Any, source: Source, drop_remainder: bool) -> Splits:
         crop_size=cfg.model.crop_size,
         mixup_alpha=cfg.model.mixup_alpha,
         drop_remainder=drop_remainder,
-        cache=(train_examples + val_examples) * image_size**2 * 3 * 4 <= CACHE_LIMIT_BYTES,
+        cache=should_cache(cfg, (train_examples + val_examples) * image_size**2 * 3 * 4),
         seed=cfg.seed,
     )
     return Splits(

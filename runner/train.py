@@ -126,12 +126,13 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     from runner.callbacks import StepLogger
     from runner.datasets import build_splits, load_source
-    from runner.device import build_strategy, describe_devices
+    from runner.device import build_strategy, configure_threads, describe_devices
     from runner.network import build_network
     from runner.optim import build_loss, build_optimizer
     from runner.precision import apply_precision
 
     started = time.perf_counter()
+    configure_threads(cfg.threads)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -161,6 +162,8 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             optimizer=build_optimizer(cfg.model, cfg.batch_size),
             loss=build_loss(cfg.model),
             metrics=["accuracy"],
+            jit_compile="auto" if cfg.jit_compile is None else cfg.jit_compile,
+            steps_per_execution=cfg.steps_per_execution,
         )
     log.info("model %s: %s parameters", model.name, f"{model.count_params():,}")
 
