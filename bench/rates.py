@@ -78,7 +78,9 @@ def constant_batch(cfg: DictConfig, side: int, num_classes: int) -> tf.data.Data
 def model_step_rate(model: keras.Model, data: tf.data.Dataset, batch_size: int, steady_steps: int) -> float:
     """Steady-state images/s that `model` consumes from in-memory batches."""
     step_meter = meter(batch_size)
-    model.fit(data, epochs=1, steps_per_epoch=WARMUP_STEPS + steady_steps, callbacks=[step_meter], verbose=0)
+    per_call = model.steps_per_execution
+    steps = -(-(WARMUP_STEPS + steady_steps) // per_call) * per_call  # whole executions only
+    model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[step_meter], verbose=0, shuffle=False)
     return step_meter.images_per_sec
 
 

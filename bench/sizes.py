@@ -27,11 +27,11 @@ QUICK = BenchSize(
 )
 DEFAULT = BenchSize(
     name="default", rounds=2, steady_steps=4, batch_size=16, resizer_side=64,
-    recipe_resizer_side=300, bit_crop=224, bit_resize=384, bit_backbone="resnet50v2",
+    recipe_resizer_side=150, bit_crop=128, bit_resize=160, bit_backbone="resnet50v2",
     jpeg_shape=(300, 400), pipeline_images=100, xla=False, startup_repeats=1,
 )
 FULL = BenchSize(
-    name="full", rounds=3, steady_steps=10, batch_size=32, resizer_side=128,
+    name="full", rounds=3, steady_steps=8, batch_size=32, resizer_side=128,
     recipe_resizer_side=300, bit_crop=224, bit_resize=384, bit_backbone="resnet50v2",
     jpeg_shape=(300, 400), pipeline_images=200, xla=True, startup_repeats=3,
 )
