@@ -10,6 +10,7 @@ from bench.sections import (
     precision_and_flops_rows,
     startup_rows,
     throughput_rows,
+    xla_rows,
 )
 from bench.sizes import BenchSize
 
@@ -17,6 +18,7 @@ PER_RECIPE = {
     "throughput": throughput_rows,
     "pipeline": pipeline_rows,
     "precision": precision_and_flops_rows,
+    "xla": xla_rows,
 }
 
 

@@ -9,6 +9,7 @@ import keras
 from bench import plain_keras, startup
 from bench.fixtures import (
     RECIPE_DATASETS,
+    bit_backbone_network,
     decoded_tfds_images,
     digits_in_memory,
     write_bit_savedmodel,
@@ -69,8 +70,8 @@ class Bench:
         ]
 
     def compose(self, keys: list[str], run_name: str | None = None):
-        output_dir = new_run_dir(self.work_dir, run_name) if run_name else self.work_dir / "unused"
-        return compose_config(keys, output_dir)
+        """The composed config; run_name: train(cfg) will run it, in a new folder of that name."""
+        return compose_config(keys, new_run_dir(self.work_dir, run_name) if run_name else None)
 
 
 # 1. Runner against the plain keras-io script -------------------------------------------------
@@ -89,9 +90,12 @@ def throughput_rows(bench: Bench, recipe: str) -> list[Row]:
     return [
         Row("1 throughput", recipe, "runner train(cfg)", median(runner_rates), "img/s", rounds),
         Row("1 throughput", recipe, "plain keras-io script", median(plain_rates), "img/s", rounds),
-        Row("1 throughput", recipe, "runner / plain", median(ratios), "ratio",
-            "per-round ratios " + ", ".join(f"{r:.2f}" for r in ratios)),
+        Row("1 throughput", recipe, "runner / plain", median(ratios), "ratio", _per_round(ratios)),
     ]
+
+
+def _per_round(ratios: list[float]) -> str:
+    return "per-round ratios " + ", ".join(f"{r:.2f}" for r in ratios)
 
 
 def _resizer_pair(bench: Bench):
@@ -211,6 +215,21 @@ def precision_and_flops_rows(bench: Bench, recipe: str) -> list[Row]:
     return rows + flops_rows(bench, recipe, cfg, side, rates["float32"])
 
 
+def xla_rows(bench: Bench, recipe: str) -> list[Row]:
+    """XLA off and on in alternating rounds: the evidence for the jit_compile default."""
+    if not bench.size.xla or (recipe == "bit" and not bit_available()):
+        return [Row("3 XLA A/B", recipe, "XLA on / off", None, "ratio", "needs --full and the recipe")]
+    cfg, side = _variant_config(bench, recipe)
+    off, on = [], []
+    for _ in range(bench.size.rounds):
+        off.append(_variant_rate(bench, recipe, cfg, side, "float32", False, 1))
+        on.append(_variant_rate(bench, recipe, cfg, side, "float32", True, 1))
+    ratios = [x / y for x, y in zip(on, off, strict=True)]
+    note = f"{side} px, batch {cfg.batch_size}, img/s off {median(off):.1f} on {median(on):.1f}"
+    return [Row("3 XLA A/B", recipe, "XLA on / off", median(ratios), "ratio",
+                f"{note}; {_per_round(ratios)}")]
+
+
 def _variant_config(bench: Bench, recipe: str):
     if recipe == "resizer":
         side = bench.size.resizer_side
@@ -236,8 +255,6 @@ def flops_rows(bench: Bench, recipe: str, cfg, side: int, images_per_sec: float)
         model = runner_model(cfg, 10, False, 1)
         counted = "runner's model"
     else:  # the profiler does not look inside the SavedModel's functions: count its network
-        from bench.fixtures import bit_backbone_network
-
         model, counted = bit_backbone_network(bench.size.bit_backbone), "backbone network (head ~0)"
     gflop_per_image = forward_flops_per_image(model, side) / 1e9
     achieved = TRAIN_FLOPS_PER_FORWARD * gflop_per_image * images_per_sec
