@@ -19,7 +19,9 @@ class StepLogger(keras.callbacks.Callback):
     """Logs loss, accuracy and speed every `log_steps` steps and after each epoch.
 
     Also measures throughput from the steps' own wall time (not validation, not callbacks),
-    skipping the first WARMUP_STEPS steps of the run.
+    skipping the first WARMUP_STEPS steps of the run. With steps_per_execution > 1, Keras calls
+    the batch hooks once per execution (first and last step of it), so steps are counted from
+    those indices. The first step's line marks the end of start-up (`python -m bench` reads it).
     """
 
     def __init__(self, log_steps: int, batch_size: int, epochs: int):
@@ -45,26 +47,36 @@ class StepLogger(keras.callbacks.Callback):
     def seconds_per_step(self) -> float:
         return self.batch_size / self.images_per_sec if self.images_per_sec else 0.0
 
+    def on_train_begin(self, logs=None):
+        self.train_start = time.perf_counter()
+
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         self.epoch_start = time.perf_counter()
 
     def on_train_batch_begin(self, batch, logs=None):
         self.step_start = time.perf_counter()
+        self.first_batch = batch
 
     def on_train_batch_end(self, batch, logs=None):
         seconds = time.perf_counter() - self.step_start
-        self.steps_seen += 1
+        steps = batch - self.first_batch + 1
+        if self.steps_seen == 0:
+            log.info(
+                "first training step finished %.2fs after fit started (tracing included)",
+                time.perf_counter() - self.train_start,
+            )
+        self.steps_seen += steps
         self.all_seconds += seconds
         if self.steps_seen > WARMUP_STEPS:
             self.steady_seconds += seconds
-            self.steady_steps += 1
-        if (batch + 1) % self.log_steps == 0:
+            self.steady_steps += steps
+        if (batch + 1) // self.log_steps > self.first_batch // self.log_steps:
             logs = logs or {}
             log.info(
                 "epoch: %d step: %d ,loss: %.4f ,accuracy: %.4f ,time: %.4f ,imgs/s: %.1f",
                 self.epoch + 1, batch + 1, logs.get("loss", float("nan")),
-                logs.get("accuracy", float("nan")), seconds, self.batch_size / seconds,
+                logs.get("accuracy", float("nan")), seconds, steps * self.batch_size / seconds,
             )
 
     def on_epoch_end(self, epoch, logs=None):

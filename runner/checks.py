@@ -22,7 +22,7 @@ MISSING_HINTS = {
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad value and its fix."""
     _check_missing(cfg)
-    for key in ("batch_size", "epochs", "log_steps"):
+    for key in ("batch_size", "epochs", "log_steps", "steps_per_execution"):
         if cfg[key] <= 0:
             raise ConfigError(f"{key}={cfg[key]} must be a positive integer, e.g. {key}=32.")
     if cfg.steps_per_epoch is not None and cfg.steps_per_epoch <= 0:

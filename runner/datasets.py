@@ -10,7 +10,6 @@ from data.pipeline import PipelineSpec, make_batches
 from runner.errors import ConfigError
 from runner.optim import uses_one_hot_labels
 
-CACHE_LIMIT_BYTES = 2 << 30  # decoded float32 images kept in memory up to this size
 # (examples, global batch) -> (this card's examples, its batch): npu_device.distribute's signature.
 Shard = Callable[[tf.data.Dataset, int], tuple[tf.data.Dataset, int]]
 
@@ -72,6 +71,16 @@ def count_examples(ds: tf.data.Dataset) -> int:
     return n if n >= 0 else int(ds.reduce(0, lambda count, _: count + 1))
 
 
+def should_cache(cfg: Any, decoded_bytes: int) -> bool:
+    """pipeline.cache, or when null: cache if the decoded float32 images fit the memory budget.
+
+    Caching skips decode + resize after the first epoch (bench/results.md: the pipeline section).
+    """
+    if cfg.pipeline.cache is not None:
+        return bool(cfg.pipeline.cache)
+    return decoded_bytes <= cfg.pipeline.cache_budget_mb << 20
+
+
 def build_splits(
     cfg: Any, source: Source, drop_remainder: bool, shard: Shard | None = None
 ) -> Splits:
@@ -96,7 +105,7 @@ def build_splits(
         crop_size=cfg.model.crop_size,
         mixup_alpha=cfg.model.mixup_alpha,
         drop_remainder=drop_remainder,
-        cache=(train_examples + val_examples) * image_size**2 * 3 * 4 <= CACHE_LIMIT_BYTES,
+        cache=should_cache(cfg, (train_examples + val_examples) * image_size**2 * 3 * 4),
         seed=cfg.seed,
     )
     return Splits(

@@ -51,3 +51,11 @@ def describe_devices(strategy: tf.distribute.Strategy, device_type: str) -> dict
         "replicas": strategy.num_replicas_in_sync,
         "physical": [d.name for d in tf.config.list_physical_devices()],
     }
+
+
+def configure_threads(threads_cfg: Any) -> None:
+    """threads.intra_op / inter_op, where set. TensorFlow accepts them only before its first op."""
+    if threads_cfg.intra_op is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads_cfg.intra_op)
+    if threads_cfg.inter_op is not None:
+        tf.config.threading.set_inter_op_parallelism_threads(threads_cfg.inter_op)

@@ -120,6 +120,22 @@ class DebugConfig:
 
 
 @dataclass
+class ThreadsConfig:
+    """TensorFlow's op thread pools; null leaves TensorFlow's choice (one thread per core)."""
+
+    intra_op: int | None = None
+    inter_op: int | None = None
+
+
+@dataclass
+class PipelineConfig:
+    """tf.data choices runner/datasets.py does not take from the dataset file."""
+
+    cache: bool | None = None  # null: cache decoded images when they fit in cache_budget_mb
+    cache_budget_mb: int = 2048
+
+
+@dataclass
 class RunConfig:
     dataset: Any = MISSING
     model: Any = MISSING
@@ -134,6 +150,10 @@ class RunConfig:
     static_shape: bool | None = None
     log_steps: int = 10
     case_kind: CaseKind = CaseKind.acc
+    jit_compile: bool | None = None  # null: Keras' "auto" (XLA on GPUs, off on CPUs)
+    steps_per_execution: int = 1
+    threads: ThreadsConfig = field(default_factory=ThreadsConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     output_dir: str = MISSING
 
 

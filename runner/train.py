@@ -233,9 +233,10 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str
     import keras
 
     from runner.debug import tf_debug_tools
-    from runner.device import build_strategy, describe_devices
+    from runner.device import build_strategy, configure_threads, describe_devices
     from runner.precision import apply_precision
 
+    configure_threads(cfg.threads)
     keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TensorFlow
     _set_op_determinism(cfg.deterministic)
     _prepare_resume(cfg, run_dir)
@@ -279,6 +280,8 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
             optimizer=distributed_optimizer(cfg.device, build_optimizer(cfg.model, cfg.batch_size)),
             loss=build_loss(cfg.model),
             metrics=["accuracy"],
+            jit_compile="auto" if cfg.jit_compile is None else cfg.jit_compile,
+            steps_per_execution=cfg.steps_per_execution,
         )
     log.info("model %s: %s parameters", model.name, f"{model.count_params():,}")
 

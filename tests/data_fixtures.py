@@ -8,14 +8,18 @@ from pathlib import Path
 import numpy as np
 
 
-def class_images(num_classes: int, per_class: int, size: int, seed: int = 0) -> list:
-    """(uint8 image, label) pairs a model can learn: each class has its own mean colour."""
+def class_images(num_classes: int, per_class: int, size: int | tuple[int, int], seed: int = 0) -> list:
+    """(uint8 image, label) pairs a model can learn: each class has its own mean colour.
+
+    size: a side, or (height, width) for photo-shaped images.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
     pairs = []
     for label in range(num_classes):
         colour = np.array([(label * 97) % 256, (label * 53 + 80) % 256, (label * 151 + 160) % 256])
         for _ in range(per_class):
-            noise = rng.integers(-40, 40, (size, size, 3))
+            noise = rng.integers(-40, 40, (height, width, 3))
             pairs.append((np.clip(colour + noise, 0, 255).astype(np.uint8), label))
     rng.shuffle(pairs)
     return pairs
@@ -27,15 +31,19 @@ def write_tfds_folder(
     version: str = "3.0.1",
     class_names: tuple[str, ...] = ("dandelion", "daisy", "tulips", "sunflowers", "roses"),
     per_class: int = 8,
-    size: int = 40,
+    size: int | tuple[int, int] = 40,
+    encoding_format: str = "png",
 ) -> Path:
-    """A TFDS-prepared `<data_dir>/<name>/<version>/` written by TFDS's own writer."""
+    """A TFDS-prepared `<data_dir>/<name>/<version>/` written by TFDS's own writer.
+
+    encoding_format: "jpeg" stores images as the real tf_flowers and cats_vs_dogs do.
+    """
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
     features = tfds.features.FeaturesDict(
         {
-            "image": tfds.features.Image(shape=(None, None, 3)),
+            "image": tfds.features.Image(shape=(None, None, 3), encoding_format=encoding_format),
             "label": tfds.features.ClassLabel(names=list(class_names)),
         }
     )

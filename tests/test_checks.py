@@ -15,7 +15,7 @@ def error_for(overrides, tmp_path) -> str:
     return message
 
 
-@pytest.mark.parametrize("key", ["batch_size", "epochs", "log_steps"])
+@pytest.mark.parametrize("key", ["batch_size", "epochs", "log_steps", "steps_per_execution"])
 @pytest.mark.parametrize("value", [0, -4])
 def test_non_positive_counts(key, value, tmp_path):
     message = error_for([f"{key}={value}"], tmp_path)

@@ -1,0 +1,41 @@
+"""Runs the chosen sections in order, printing each row as it is measured."""
+
+import time
+from pathlib import Path
+
+from bench.report import Row, markdown_table, write_results
+from bench.sections import (
+    Bench,
+    pipeline_rows,
+    precision_and_flops_rows,
+    startup_rows,
+    throughput_rows,
+    xla_rows,
+)
+from bench.sizes import BenchSize
+
+PER_RECIPE = {
+    "throughput": throughput_rows,
+    "pipeline": pipeline_rows,
+    "precision": precision_and_flops_rows,
+    "xla": xla_rows,
+}
+
+
+def run_sections(
+    size: BenchSize, recipes: list[str], sections: list[str], work_dir: Path, out: Path,
+    command: str, load_average: str,
+) -> Path:
+    bench = Bench(size, work_dir)
+    rows: list[Row] = []
+    for section in sections:
+        started = time.perf_counter()
+        if section == "startup":
+            rows += startup_rows(bench)
+        else:
+            for recipe in recipes:
+                rows += PER_RECIPE[section](bench, recipe)
+        print(f"[bench] {section}: {time.perf_counter() - started:.0f}s", flush=True)
+        write_results(out, rows, size.name, command, load_average)  # partial results survive a crash
+    print(markdown_table(rows))
+    return out

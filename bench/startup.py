@@ -1,0 +1,63 @@
+"""Start-up costs of `python -m runner`, measured on real subprocesses."""
+
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from tests.conftest import runner_env
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FIRST_STEP_MARK = "first training step finished"  # runner/callbacks.py StepLogger
+LOG_TIME_FORMAT = "%Y-%m-%d %H:%M:%S,%f"  # logging's asctime
+TIMEOUT_S = 600
+
+
+def wall_seconds(args: list[str]) -> float:
+    """Wall time of one command, start to exit."""
+    started = time.perf_counter()
+    subprocess.run(args, cwd=PROJECT_ROOT, env=runner_env(), capture_output=True, check=True,
+                   timeout=TIMEOUT_S)
+    return time.perf_counter() - started
+
+
+def cfg_job_seconds() -> float:
+    """`python -m runner --cfg job`: compose and print the config (no TensorFlow import)."""
+    return wall_seconds([sys.executable, "-m", "runner", "--cfg", "job"])
+
+
+def import_tensorflow_seconds() -> float:
+    """The floor under any training start-up: the interpreter plus `import tensorflow`."""
+    return wall_seconds([sys.executable, "-c", "import tensorflow"])
+
+
+def first_step_seconds(overrides: list[str], run_dir: Path) -> float:
+    """From launching `python -m runner` to the end of its first training step.
+
+    Reads the StepLogger's first-step line from train.log, then stops the run: what follows
+    the first step is measured by the throughput sections.
+    """
+    launched = datetime.now()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={run_dir}"],
+        cwd=PROJECT_ROOT, env=runner_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        stamp = _wait_for_first_step(run_dir / "train.log", process)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    return (stamp - launched).total_seconds()
+
+
+def _wait_for_first_step(log_file: Path, process: subprocess.Popen) -> datetime:
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        for line in log_file.read_text().splitlines() if log_file.is_file() else []:
+            if FIRST_STEP_MARK in line:
+                return datetime.strptime(line[1:24], LOG_TIME_FORMAT)
+        if process.poll() is not None:
+            raise RuntimeError(f"python -m runner exited ({process.returncode}) before its first step")
+        time.sleep(0.05)
+    raise TimeoutError(f"no first training step in {log_file} after {TIMEOUT_S}s")
