@@ -2,7 +2,6 @@
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from runner.callbacks import StepLogger
@@ -24,10 +23,6 @@ MB = 1 << 20
 )
 def test_cache_follows_the_switch_then_the_budget(overrides, decoded_mb, expected):
     assert should_cache(compose_config(overrides), decoded_mb * MB) is expected
-
-
-def test_configs_saved_before_the_switch_existed_still_cache_by_budget():
-    assert should_cache(OmegaConf.create({"batch_size": 8}), 100 * MB) is True
 
 
 def test_speed_switches_compose_typed():
