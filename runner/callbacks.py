@@ -104,7 +104,7 @@ class HistoryResume(keras.callbacks.Callback):
         if epochs_done:
             log.info(
                 "resuming after epoch %d: weights, optimiser state (step %d) and history restored "
-                "from %s", epochs_done, int(self.model.optimizer.iterations), self.backup_dir,
+                "from %s", epochs_done, int(self.model.optimizer.iterations.numpy()), self.backup_dir,
             )
 
 

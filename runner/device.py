@@ -25,10 +25,28 @@ def build_strategy(cfg: Any) -> tf.distribute.Strategy:
     if device_cfg.type == "gpu":
         _enable_memory_growth(device_cfg.memory_growth)
     if device_cfg.multi_worker:
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return KerasFitMultiWorkerStrategy()
     if device_cfg.type == "gpu":
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+class KerasFitMultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy whose reduce() accepts what Keras 3's fit() passes it.
+
+    Keras 3.15 hands reduce() a whole (x, y) batch before the first step (TF 2.21's collective
+    strategy reduces one value, not a structure) and each scalar metric with axis=0 (a scalar
+    has no axis 0). Reduce each value on its own, and scalars across replicas only.
+    """
+
+    def reduce(self, reduce_op: Any, value: Any, axis: int | None) -> Any:
+        reduce_one = super().reduce
+
+        def reduce_value(replica_value: Any) -> Any:
+            rank = self.experimental_local_results(replica_value)[0].shape.rank
+            return reduce_one(reduce_op, replica_value, axis if rank else None)
+
+        return tf.nest.map_structure(reduce_value, value)
 
 
 def _enable_memory_growth(memory_growth: bool) -> None:
@@ -47,10 +65,15 @@ def describe_devices(strategy: tf.distribute.Strategy, device_type: str) -> dict
     """What env.json records about where the run ran."""
     return {
         "type": str(device_type),
-        "strategy": type(strategy).__name__,
+        "strategy": _tensorflow_class_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "physical": [d.name for d in tf.config.list_physical_devices()],
     }
+
+
+def _tensorflow_class_name(strategy: tf.distribute.Strategy) -> str:
+    """The tf.distribute class a strategy is, past the runner's own subclasses."""
+    return next(c.__name__ for c in type(strategy).__mro__ if c.__module__.startswith("tensorflow"))
 
 
 def configure_threads(threads_cfg: Any) -> None:

@@ -309,7 +309,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
         "train_accuracy": float(last_epoch.get("accuracy", float("nan"))),
         "train_loss": float(last_epoch.get("loss", float("nan"))),
         "epochs_completed": len(history),
-        "optimizer_steps": int(model.optimizer.iterations),
+        "optimizer_steps": int(model.optimizer.iterations.numpy()),
         "images_per_sec": round(step_logger.images_per_sec, 2),
         "wall_seconds": clock.seconds,
         "batch_size": cfg.batch_size,
