@@ -6,7 +6,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SECTIONS = ("throughput", "pipeline", "precision", "xla", "startup")  # FLOP/s comes with precision
+SECTIONS = ("throughput", "pipeline", "precision", "xla", "startup", "switches")  # FLOP/s: with precision
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.md"
 
 

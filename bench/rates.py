@@ -75,13 +75,16 @@ def constant_batch(cfg: DictConfig, side: int, num_classes: int) -> tf.data.Data
     return tf.data.Dataset.from_tensors((images, labels)).repeat()
 
 
-def model_step_rate(model: keras.Model, data: tf.data.Dataset, batch_size: int, steady_steps: int) -> float:
-    """Steady-state images/s that `model` consumes from in-memory batches."""
+def model_step_rate(
+    model: keras.Model, data: tf.data.Dataset, batch_size: int, steady_steps: int
+) -> StepLogger:
+    """Fits `model` on in-memory batches; the meter holds its steady-state images/s and its
+    first step's time (tracing, and compiling with XLA)."""
     step_meter = meter(batch_size)
     per_call = model.steps_per_execution
     steps = -(-(WARMUP_STEPS + steady_steps) // per_call) * per_call  # whole executions only
     model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[step_meter], verbose=0, shuffle=False)
-    return step_meter.images_per_sec
+    return step_meter
 
 
 def pipeline_pass_rates(cfg: DictConfig, passes: int = 2) -> list[float]:

@@ -9,6 +9,7 @@ from bench.sections import (
     pipeline_rows,
     precision_and_flops_rows,
     startup_rows,
+    switch_rows,
     throughput_rows,
     xla_rows,
 )
@@ -21,6 +22,8 @@ PER_RECIPE = {
     "xla": xla_rows,
 }
 
+WHOLE_RUNS = {"startup": startup_rows, "switches": switch_rows}  # quickstart runs, not per recipe
+
 
 def run_sections(
     size: BenchSize, recipes: list[str], sections: list[str], work_dir: Path, out: Path,
@@ -30,8 +33,8 @@ def run_sections(
     rows: list[Row] = []
     for section in sections:
         started = time.perf_counter()
-        if section == "startup":
-            rows += startup_rows(bench)
+        if section in WHOLE_RUNS:
+            rows += WHOLE_RUNS[section](bench)
         else:
             for recipe in recipes:
                 rows += PER_RECIPE[section](bench, recipe)

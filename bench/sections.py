@@ -1,10 +1,7 @@
 """The five measurements of issue 6, one function each, returning table rows."""
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-
-import keras
 
 from bench import plain_keras, startup
 from bench.fixtures import (
@@ -30,15 +27,10 @@ from bench.rates import (
 )
 from bench.report import Row
 from bench.sizes import BenchSize
-from runner.callbacks import WARMUP_STEPS
+from runner.callbacks import WARMUP_STEPS, StepLogger
 from tests.conftest import compose_config
 
 PIPELINE_HEADROOM = 3.0  # the pipeline must deliver 3x what the model consumes
-NO_BIT = "models.bit is not in this tree yet: measured once the BiT recipe lands"
-
-
-def bit_available() -> bool:
-    return importlib.util.find_spec("models.bit") is not None
 
 
 @dataclass(frozen=True)
@@ -78,8 +70,6 @@ class Bench:
 
 def throughput_rows(bench: Bench, recipe: str) -> list[Row]:
     """Alternating rounds of the runner's train(cfg) and the plain script; medians and ratio."""
-    if recipe == "bit" and not bit_available():
-        return [Row("1 throughput", recipe, "runner / plain", None, "ratio", NO_BIT)]
     run_runner, run_plain = _resizer_pair(bench) if recipe == "resizer" else _bit_pair(bench)
     runner_rates, plain_rates = [], []
     for _ in range(bench.size.rounds):
@@ -173,15 +163,10 @@ def _consumption_rate(bench: Bench, recipe: str, cfg) -> tuple[float, str]:
     """The recipe's training step rate at the pipeline's output size, from in-memory batches."""
     side = cfg.dataset.image_size if recipe == "resizer" else cfg.model.crop_size
     fresh_session()
-    if recipe == "bit" and not bit_available():
-        model = plain_keras.bit_classifier(str(bench.bit_handle()), len(RECIPE_DATASETS["bit"][2]))
-        model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        note = f"plain keras-io BiT (frozen backbone), {side} px; {NO_BIT}"
-    else:
-        model = runner_model(cfg, len(RECIPE_DATASETS[recipe][2]), False, 1)
-        note = f"runner's model, {side} px input, float32"
+    model = runner_model(cfg, len(RECIPE_DATASETS[recipe][2]), False, 1)
     data = constant_batch(cfg, side, len(RECIPE_DATASETS[recipe][2]))
-    return model_step_rate(model, data, bench.size.batch_size, bench.size.steady_steps), note
+    step_meter = model_step_rate(model, data, bench.size.batch_size, bench.size.steady_steps)
+    return step_meter.images_per_sec, f"runner's model, {side} px input, float32"
 
 
 # 3. Precision policies, XLA and steps_per_execution; 4. FLOP/s utilisation -------------------
@@ -196,8 +181,6 @@ VARIANTS = (  # (label, dtype policy, jit_compile, steps_per_execution)
 
 
 def precision_and_flops_rows(bench: Bench, recipe: str) -> list[Row]:
-    if recipe == "bit" and not bit_available():
-        return [Row("3 precision/XLA", recipe, "all variants", None, "img/s", NO_BIT)]
     cfg, side = _variant_config(bench, recipe)
     rates = {}
     rows = []
@@ -206,7 +189,8 @@ def precision_and_flops_rows(bench: Bench, recipe: str) -> list[Row]:
             rows.append(Row("3 precision/XLA", recipe, label, None, "img/s", "skipped in --quick"))
             continue
         try:
-            rates[label] = _variant_rate(bench, recipe, cfg, side, policy, jit, steps_per_execution)
+            meter = _variant_meter(bench, recipe, cfg, side, policy, jit, steps_per_execution)
+            rates[label] = meter.images_per_sec
         except Exception as error:  # a variant this model cannot run is a result, not a crash
             rows.append(Row("3 precision/XLA", recipe, label, None, "img/s", f"failed: {error!r}"[:160]))
             continue
@@ -216,18 +200,39 @@ def precision_and_flops_rows(bench: Bench, recipe: str) -> list[Row]:
 
 
 def xla_rows(bench: Bench, recipe: str) -> list[Row]:
-    """XLA off and on in alternating rounds: the evidence for the jit_compile default."""
-    if not bench.size.xla or (recipe == "bit" and not bit_available()):
-        return [Row("3 XLA A/B", recipe, "XLA on / off", None, "ratio", "needs --full and the recipe")]
+    """XLA off and on in alternating rounds: the evidence for the jit_compile default.
+
+    Steady state alone flatters XLA: it compiles before its first step. The break-even is the
+    number of steps after which the faster steps have paid for that extra first-step time.
+    """
+    if not bench.size.xla:
+        return [Row("3 XLA A/B", recipe, "XLA on / off", None, "ratio", "needs --full")]
     cfg, side = _variant_config(bench, recipe)
     off, on = [], []
     for _ in range(bench.size.rounds):
-        off.append(_variant_rate(bench, recipe, cfg, side, "float32", False, 1))
-        on.append(_variant_rate(bench, recipe, cfg, side, "float32", True, 1))
-    ratios = [x / y for x, y in zip(on, off, strict=True)]
-    note = f"{side} px, batch {cfg.batch_size}, img/s off {median(off):.1f} on {median(on):.1f}"
-    return [Row("3 XLA A/B", recipe, "XLA on / off", median(ratios), "ratio",
-                f"{note}; {_per_round(ratios)}")]
+        off.append(_variant_meter(bench, recipe, cfg, side, "float32", False, 1))
+        on.append(_variant_meter(bench, recipe, cfg, side, "float32", True, 1))
+    ratios = [x.images_per_sec / y.images_per_sec for x, y in zip(on, off, strict=True)]
+    rate_off, rate_on = (median([m.images_per_sec for m in ms]) for ms in (off, on))
+    first_off, first_on = (median([m.first_step_seconds for m in ms]) for ms in (off, on))
+    break_even = break_even_steps(first_on - first_off, cfg.batch_size / rate_off, cfg.batch_size / rate_on)
+    what = f"{side} px, batch {cfg.batch_size}"
+    return [
+        Row("3 XLA A/B", recipe, "XLA on / off", median(ratios), "ratio",
+            f"{what}, img/s off {rate_off:.1f} on {rate_on:.1f}; {_per_round(ratios)}"),
+        Row("3 XLA A/B", recipe, "first step, XLA on - off", first_on - first_off, "s",
+            f"tracing + compiling: off {first_off:.1f} s, on {first_on:.1f} s"),
+        Row("3 XLA A/B", recipe, "XLA break-even", break_even, "steps",
+            "training steps before XLA's compile time is paid back"
+            if break_even is not None else "XLA was not faster per step"),
+    ]
+
+
+def break_even_steps(extra_first_step: float, step_off: float, step_on: float) -> float | None:
+    """Steps after which a switch that costs `extra_first_step` seconds up front and makes each
+    step take step_on instead of step_off seconds has paid for itself; None: it never does."""
+    saved_per_step = step_off - step_on
+    return max(extra_first_step, 0.0) / saved_per_step if saved_per_step > 0 else None
 
 
 def _variant_config(bench: Bench, recipe: str):
@@ -237,7 +242,7 @@ def _variant_config(bench: Bench, recipe: str):
     return bench.compose([*bench.bit_keys(trainable=True), *bench.fit_keys]), bench.size.bit_crop
 
 
-def _variant_rate(bench, recipe, cfg, side, policy, jit, steps_per_execution) -> float:
+def _variant_meter(bench, recipe, cfg, side, policy, jit, steps_per_execution) -> StepLogger:
     fresh_session(policy)
     try:
         num_classes = len(RECIPE_DATASETS[recipe][2])
@@ -285,3 +290,37 @@ def startup_rows(bench: Bench) -> list[Row]:
         Row("5 start-up", "resizer", "python -m runner -> first step done", first_step, "s",
             "quickstart (digits, resizer_densenet), batch 8"),
     ]
+
+
+# 6. Speed switches over whole runs -------------------------------------------------------
+
+SWITCHES = (  # (label, overrides); thread pools are fixed once TensorFlow starts: one process each
+    ("defaults", []),
+    ("jit_compile=true", ["jit_compile=true"]),
+    ("threads.intra_op=1", ["threads.intra_op=1"]),
+    ("threads.inter_op=1", ["threads.inter_op=1"]),
+)
+
+
+def switch_rows(bench: Bench) -> list[Row]:
+    """Whole `python -m runner` quickstart runs per switch, alternating: wall time (XLA's compile
+    and the evaluations included) and steady img/s, each against the defaults of its round."""
+    switches = [(label, keys) for label, keys in SWITCHES if bench.size.xla or "jit" not in label]
+    walls: dict[str, list[float]] = {label: [] for label, _ in switches}
+    rates: dict[str, list[float]] = {label: [] for label, _ in switches}
+    for _ in range(bench.size.rounds):
+        for label, keys in switches:
+            run_dir = new_run_dir(bench.work_dir, "switch")
+            wall, rate = startup.whole_run([*bench.size.switch_run, *keys], run_dir)
+            walls[label].append(wall)
+            rates[label].append(rate)
+    run = " ".join(bench.size.switch_run)
+    rows = []
+    for label, _ in switches:
+        rows.append(Row("6 switches", "resizer", f"{label}: wall", median(walls[label]), "s",
+                        f"python -m runner {run}, launch to exit; steady img/s {median(rates[label]):.1f}"))
+        if label != "defaults":
+            wall_ratios = [d / w for d, w in zip(walls["defaults"], walls[label], strict=True)]
+            rows.append(Row("6 switches", "resizer", f"{label}: speed-up", median(wall_ratios), "ratio",
+                            f"defaults' wall / this wall; {_per_round(wall_ratios)}"))
+    return rows

@@ -1,5 +1,6 @@
-"""Start-up costs of `python -m runner`, measured on real subprocesses."""
+"""`python -m runner` measured as real subprocesses: start-up costs and whole runs."""
 
+import json
 import subprocess
 import sys
 import time
@@ -30,6 +31,13 @@ def cfg_job_seconds() -> float:
 def import_tensorflow_seconds() -> float:
     """The floor under any training start-up: the interpreter plus `import tensorflow`."""
     return wall_seconds([sys.executable, "-c", "import tensorflow"])
+
+
+def whole_run(overrides: list[str], run_dir: Path) -> tuple[float, float]:
+    """(wall seconds from launch to exit, steady-state images/s from the run's metrics.json)."""
+    seconds = wall_seconds([sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={run_dir}"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return seconds, float(metrics["images_per_sec"])
 
 
 def first_step_seconds(overrides: list[str], run_dir: Path) -> float:
