@@ -134,6 +134,17 @@ def compose_with_hydra(overrides: list[str]):
         return compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
+def test_each_seed_of_a_seed_sweep_gets_its_own_folder():
+    """Repeats over seeds are a sweep too: the seed must be in the job's folder name, or the
+    second seed would find the first one's metrics.json and count as finished. Paths stay out."""
+    names = [
+        compose_with_hydra([f"seed={seed}", "dataset=cats_vs_dogs", "dataset.data_dir=/data"])
+        .hydra.job.override_dirname
+        for seed in (1, 2)
+    ]
+    assert names == ["dataset=cats_vs_dogs,seed=1", "dataset=cats_vs_dogs,seed=2"]
+
+
 def test_optuna_search_space_composes():
     cfg = compose_with_hydra(["hparams_search=optuna"])
     assert cfg.hydra.sweeper.direction == "maximize"
