@@ -81,6 +81,15 @@ def should_cache(cfg: Any, decoded_bytes: int) -> bool:
     return decoded_bytes <= cfg.pipeline.cache_budget_mb << 20
 
 
+def _split_by_element(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Each worker of a multi-worker run keeps every N-th element. TensorFlow's default splits
+    by file instead, which fails when a split has fewer files than there are workers (a small
+    TFDS split is one tfrecord) and gives workers unequal step counts."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
 def build_splits(
     cfg: Any, source: Source, drop_remainder: bool, shard: Shard | None = None
 ) -> Splits:
@@ -108,9 +117,13 @@ def build_splits(
         cache=should_cache(cfg, (train_examples + val_examples) * image_size**2 * 3 * 4),
         seed=cfg.seed,
     )
+    train = make_batches(train, replace(spec, batch_size=train_batch), training=True)
+    val = make_batches(val, replace(spec, flip=False, crop_size=None, mixup_alpha=0.0), training=False)
+    if cfg.device.multi_worker:
+        train, val = _split_by_element(train), _split_by_element(val)
     return Splits(
-        train=make_batches(train, replace(spec, batch_size=train_batch), training=True),
-        val=make_batches(val, replace(spec, flip=False, crop_size=None, mixup_alpha=0.0), training=False),
+        train=train,
+        val=val,
         class_names=class_names,
         train_examples=train_examples,
         val_examples=val_examples,

@@ -84,6 +84,18 @@ def free_ports(count):
     return ports
 
 
+def test_multi_worker_input_is_split_by_element_not_by_file(tmp_path):
+    """A TFDS split of one tfrecord file cannot be split by file over two workers."""
+    from runner.datasets import build_splits, load_source
+
+    policy = tf.data.experimental.AutoShardPolicy
+    for multi_worker, expected in ((True, policy.DATA), (False, policy.AUTO)):
+        cfg = compose_config([*TINY_RUN, f"device.multi_worker={multi_worker}"], tmp_path)
+        splits = build_splits(cfg, load_source(cfg.dataset, cfg.seed), drop_remainder=False)
+        for split in (splits.train, splits.val):
+            assert split.options().experimental_distribute.auto_shard_policy == expected
+
+
 def test_two_workers_on_loopback_train_together(tmp_path):
     """MultiWorkerMirroredStrategy from TF_CONFIG, two real processes; only the chief checkpoints."""
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
