@@ -1,5 +1,6 @@
-"""Keras callbacks the runner adds: per-step log lines and steady-state throughput, and the two
-halves of resuming (trim history.csv to the restored backup; stop cleanly on a signal)."""
+"""Keras callbacks the runner adds: per-step log lines and steady-state throughput, and what
+resuming needs (trim history.csv to the restored backup; early stopping that remembers earlier
+attempts; stop cleanly on a signal)."""
 
 import logging
 import time
@@ -8,6 +9,7 @@ from pathlib import Path
 import keras
 
 from runner.errors import RunInterrupted
+from runner.report import read_history
 from runner.resume import StopSignals, backup_epoch, trim_history
 
 log = logging.getLogger("runner.fit")
@@ -108,6 +110,33 @@ class HistoryResume(keras.callbacks.Callback):
                 "resuming after epoch %d: weights, optimiser state (step %d) and history restored "
                 "from %s", epochs_done, int(self.model.optimizer.iterations.numpy()), self.backup_dir,
             )
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose patience counts the epochs of the run's earlier attempts.
+
+    Keras keeps the counter in memory, so a resumed run would wait `patience` epochs afresh. Goes
+    after HistoryResume: history.csv then holds the epochs the restored backup holds, and replaying
+    them rebuilds the counter and the best value; the best epoch's weights are the best checkpoint
+    (same monitor, same mode).
+    """
+
+    def __init__(self, run_dir: Path, best_weights_file: Path, **kwargs):
+        super().__init__(**kwargs)
+        self.run_dir = run_dir
+        self.best_weights_file = best_weights_file
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        restore_best_weights, self.restore_best_weights = self.restore_best_weights, False
+        for epoch, row in enumerate(read_history(self.run_dir)):
+            self.on_epoch_end(epoch, row)  # counts only: the weights of past epochs are gone
+        self.restore_best_weights = restore_best_weights
+        if restore_best_weights and self.best is not None and self.best_weights_file.is_file():
+            current = self.model.get_weights()
+            self.model.load_weights(self.best_weights_file)
+            self.best_weights = self.model.get_weights()
+            self.model.set_weights(current)
 
 
 class StopOnSignal(keras.callbacks.Callback):

@@ -171,7 +171,7 @@ def _best_val_accuracy_so_far(run_dir: Path) -> float | None:
 def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals) -> list:
     import keras
 
-    from runner.callbacks import HistoryResume, StopOnSignal
+    from runner.callbacks import HistoryResume, ResumableEarlyStopping, StopOnSignal
 
     ckpt_dir = run_dir / CHECKPOINTS
     callbacks = [
@@ -193,11 +193,10 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals
         # Only rank 0 writes checkpoints; every rank keeps its own backup so that each can resume.
         callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.ModelCheckpoint)]
     if cfg.model.early_stopping_patience:
-        # Its patience counter starts again on resume (Keras keeps it in memory only).
         callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_accuracy", mode="max", patience=cfg.model.early_stopping_patience,
-                restore_best_weights=True,
+            ResumableEarlyStopping(
+                run_dir, ckpt_dir / BEST_WEIGHTS, monitor="val_accuracy", mode="max",
+                patience=cfg.model.early_stopping_patience, restore_best_weights=True,
             )
         )
     return [*callbacks, StopOnSignal(signals)]  # last: stops once the others wrote the epoch

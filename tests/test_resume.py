@@ -100,6 +100,36 @@ def write_history(path: Path, epochs: int) -> None:
     path.write_text("epoch,loss\n" + "".join(f"{e},{1.0 / (e + 1)}\n" for e in range(epochs)))
 
 
+def test_early_stopping_patience_counts_the_epochs_before_the_resume(tmp_path):
+    """Epochs 0-3 ran before the interruption, the best (0.7) at epoch 1: with patience 3, the
+    first resumed epoch without a gain must stop training and bring back the best weights."""
+    import keras
+    import numpy as np
+
+    from runner.callbacks import ResumableEarlyStopping
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    best_file = tmp_path / "best.weights.h5"
+    model.save_weights(best_file)
+    best = model.get_weights()
+    model.set_weights([w + 1.0 for w in best])  # the weights the backup restored: the last epoch's
+    with open(tmp_path / "history.csv", "w") as f:
+        f.write("epoch,accuracy,loss,val_accuracy,val_loss\n")
+        for epoch, val_accuracy in enumerate([0.5, 0.7, 0.6, 0.6]):
+            f.write(f"{epoch},0.5,1.0,{val_accuracy},1.0\n")
+    early_stopping = ResumableEarlyStopping(
+        tmp_path, best_file, monitor="val_accuracy", mode="max", patience=3, restore_best_weights=True
+    )
+    early_stopping.set_model(model)
+    early_stopping.on_train_begin()
+    assert (early_stopping.best, early_stopping.wait) == (0.7, 2)
+    np.testing.assert_allclose(model.get_weights()[0], best[0] + 1.0)  # training goes on from here
+    early_stopping.on_epoch_end(4, {"val_accuracy": 0.65})
+    assert model.stop_training
+    early_stopping.on_train_end()
+    np.testing.assert_allclose(model.get_weights()[0], best[0])
+
+
 def test_trim_history_keeps_the_epochs_the_backup_holds(tmp_path):
     history = tmp_path / "history.csv"
     write_history(history, 3)
