@@ -215,7 +215,8 @@ def xla_rows(bench: Bench, recipe: str) -> list[Row]:
     ratios = [x.images_per_sec / y.images_per_sec for x, y in zip(on, off, strict=True)]
     rate_off, rate_on = (median([m.images_per_sec for m in ms]) for ms in (off, on))
     first_off, first_on = (median([m.first_step_seconds for m in ms]) for ms in (off, on))
-    break_even = break_even_steps(first_on - first_off, cfg.batch_size / rate_off, cfg.batch_size / rate_on)
+    step_off = cfg.batch_size / rate_off  # per step, sped up by the paired rounds' median ratio
+    break_even = break_even_steps(first_on - first_off, step_off, step_off / median(ratios))
     what = f"{side} px, batch {cfg.batch_size}"
     return [
         Row("3 XLA A/B", recipe, "XLA on / off", median(ratios), "ratio",
