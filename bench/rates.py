@@ -13,13 +13,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner.callbacks import WARMUP_STEPS, StepLogger
 from runner.datasets import build_splits, load_source
-from runner.network import build_network
-from runner.optim import build_loss, build_optimizer, uses_one_hot_labels
-from runner.train import train
+from runner.optim import uses_one_hot_labels
+from runner.train import compiled_model, train
 
 QUIET = 10**9  # log_steps for a meter that should not log
 
@@ -53,16 +52,9 @@ def plain_train_rate(train_plain: Callable[[list], keras.Model], batch_size: int
 
 
 def runner_model(cfg: DictConfig, num_classes: int, jit_compile: bool, steps_per_execution: int):
-    """The model as train(cfg) builds and compiles it, under the current dtype policy."""
-    model = build_network(cfg.model, num_classes, cfg.dataset.image_size)
-    model.compile(
-        optimizer=build_optimizer(cfg.model, cfg.batch_size),
-        loss=build_loss(cfg.model),
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-        steps_per_execution=steps_per_execution,
-    )
-    return model
+    """The model as train(cfg) builds and compiles it, with these speed switches."""
+    switches = {"jit_compile": jit_compile, "steps_per_execution": steps_per_execution}
+    return compiled_model(OmegaConf.merge(cfg, switches), num_classes)
 
 
 def constant_batch(cfg: DictConfig, side: int, num_classes: int) -> tf.data.Dataset:

@@ -202,6 +202,24 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals
     return [*callbacks, StopOnSignal(signals)]  # last: stops once the others wrote the epoch
 
 
+def compiled_model(cfg: DictConfig, num_classes: int):
+    """The network, compiled with the run's optimiser, loss and speed switches (under the
+    current strategy scope and dtype policy)."""
+    from runner.network import build_network
+    from runner.npu import distributed_optimizer
+    from runner.optim import build_loss, build_optimizer
+
+    model = build_network(cfg.model, num_classes, cfg.dataset.image_size)
+    model.compile(
+        optimizer=distributed_optimizer(cfg.device, build_optimizer(cfg.model, cfg.batch_size)),
+        loss=build_loss(cfg.model),
+        metrics=["accuracy"],
+        jit_compile="auto" if cfg.jit_compile is None else cfg.jit_compile,
+        steps_per_execution=cfg.steps_per_execution,
+    )
+    return model
+
+
 def _with_hyperrule(cfg: DictConfig, source, run_dir: Path) -> DictConfig:
     """Fill in BiT-HyperRule's choices and record them where evaluate/export read the config."""
     from runner.datasets import count_examples, first_image_shape
@@ -256,9 +274,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
                       debug_callbacks: list) -> dict[str, Any]:
     from runner.callbacks import StepLogger
     from runner.datasets import build_splits, load_source
-    from runner.network import build_network
-    from runner.npu import distributed_optimizer, multi_card_callbacks, training_shard
-    from runner.optim import build_loss, build_optimizer
+    from runner.npu import multi_card_callbacks, training_shard
 
     source = load_source(cfg.dataset, cfg.seed)
     if cfg.model.schedule == "hyperrule":
@@ -274,14 +290,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
     )
 
     with strategy.scope():
-        model = build_network(cfg.model, len(splits.class_names), cfg.dataset.image_size)
-        model.compile(
-            optimizer=distributed_optimizer(cfg.device, build_optimizer(cfg.model, cfg.batch_size)),
-            loss=build_loss(cfg.model),
-            metrics=["accuracy"],
-            jit_compile="auto" if cfg.jit_compile is None else cfg.jit_compile,
-            steps_per_execution=cfg.steps_per_execution,
-        )
+        model = compiled_model(cfg, len(splits.class_names))
     log.info("model %s: %s parameters", model.name, f"{model.count_params():,}")
 
     step_logger = StepLogger(cfg.log_steps, cfg.batch_size, cfg.epochs)
