@@ -1,4 +1,5 @@
 """python -m bench [--quick|--full] [--recipe resizer|bit|all] [--out bench/results.md]"""
+from __future__ import annotations
 
 import argparse
 import os

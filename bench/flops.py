@@ -1,4 +1,5 @@
 """Model FLOPs from TF's profiler, and this CPU's peak FP32 rate, for a utilisation figure."""
+from __future__ import annotations
 
 import os
 import re

@@ -1,4 +1,5 @@
 """The benchmark's rows, as a console table and as bench/results.md."""
+from __future__ import annotations
 
 import platform
 from dataclasses import dataclass

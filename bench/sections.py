@@ -1,4 +1,5 @@
 """The five measurements of issue 6, one function each, returning table rows."""
+from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,7 @@ def throughput_rows(bench: Bench, recipe: str) -> list[Row]:
     for _ in range(bench.size.rounds):
         runner_rates.append(run_runner())
         plain_rates.append(run_plain())
-    ratios = [r / p for r, p in zip(runner_rates, plain_rates, strict=True)]
+    ratios = [r / p for r, p in zip(runner_rates, plain_rates)]
     rounds = f"median of {bench.size.rounds} alternating rounds, batch {bench.size.batch_size}"
     return [
         Row("1 throughput", recipe, "runner train(cfg)", median(runner_rates), "img/s", rounds),
@@ -212,7 +213,7 @@ def xla_rows(bench: Bench, recipe: str) -> list[Row]:
     for _ in range(bench.size.rounds):
         off.append(_variant_meter(bench, recipe, cfg, side, "float32", False, 1))
         on.append(_variant_meter(bench, recipe, cfg, side, "float32", True, 1))
-    ratios = [x.images_per_sec / y.images_per_sec for x, y in zip(on, off, strict=True)]
+    ratios = [x.images_per_sec / y.images_per_sec for x, y in zip(on, off)]
     rate_off, rate_on = (median([m.images_per_sec for m in ms]) for ms in (off, on))
     first_off, first_on = (median([m.first_step_seconds for m in ms]) for ms in (off, on))
     step_off = cfg.batch_size / rate_off  # per step, sped up by the paired rounds' median ratio
@@ -321,7 +322,7 @@ def switch_rows(bench: Bench) -> list[Row]:
         rows.append(Row("6 switches", "resizer", f"{label}: wall", median(walls[label]), "s",
                         f"python -m runner {run}, launch to exit; steady img/s {median(rates[label]):.1f}"))
         if label != "defaults":
-            wall_ratios = [d / w for d, w in zip(walls["defaults"], walls[label], strict=True)]
+            wall_ratios = [d / w for d, w in zip(walls["defaults"], walls[label])]
             rows.append(Row("6 switches", "resizer", f"{label}: speed-up", median(wall_ratios), "ratio",
                             f"defaults' wall / this wall; {_per_round(wall_ratios)}"))
     return rows

@@ -1,4 +1,5 @@
 """Checks of on-disk datasets that need no TensorFlow, so bad paths fail in a fraction of a second."""
+from __future__ import annotations
 
 from pathlib import Path
 

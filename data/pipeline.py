@@ -1,4 +1,5 @@
 """The tf.data pipeline shared by every dataset: decode, resize, cache, augment, batch, prefetch."""
+from __future__ import annotations
 
 from dataclasses import dataclass
 

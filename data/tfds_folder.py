@@ -1,4 +1,5 @@
 """A TFDS-prepared folder (dataset_info.json + tfrecords) read offline, with any split slicing."""
+from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_datasets as tfds

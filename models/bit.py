@@ -6,16 +6,18 @@ or the native Keras ResNet-v2 of models/resnetv2.py (`backbone="native"`, with t
 .npz weights, which expect pixels in [-1, 1]). Either way the model takes raw float32 pixels in
 [0, 255] and returns float32 logits.
 """
+from __future__ import annotations
 
 from pathlib import Path
 
-import keras
-from keras import layers
+import tensorflow as tf
 
 from models.hub_handle import resolve_handle
 from models.resnetv2 import R50_BLOCK_UNITS, load_bit_npz, resnet_v2
-from models.savedmodel_layer import load_savedmodel_layer
 from runner.errors import ConfigError
+from runner.keras2 import keras
+
+layers = keras.layers
 
 BACKBONES = ("hub", "native")
 
@@ -47,9 +49,7 @@ def build_bit(
         if not handle:
             raise ConfigError("model.handle is empty: backbone 'hub' needs a TF-Hub model.")
         x = layers.Rescaling(1 / 255, name="to_unit_range")(inputs)
-        features_model = load_savedmodel_layer(
-            resolve_handle(handle, cache_dir), trainable=trainable_backbone, name="backbone"
-        )
+        features_model = hub_layer(resolve_handle(handle, cache_dir), trainable_backbone)
         features = _call_backbone(features_model, x, handle)
     elif backbone == "native":
         x = layers.Rescaling(1 / 127.5, offset=-1, name="to_signed_unit_range")(inputs)
@@ -73,6 +73,30 @@ def build_bit(
         features
     )
     return keras.Model(inputs, logits, name="bit")
+
+
+def hub_layer(folder: Path, trainable: bool) -> keras.layers.Layer:
+    """The SavedModel as the seed loads it: `hub.KerasLayer(folder, trainable=...)`.
+
+    float32 whatever the policy: the SavedModel's graph is float32.
+    """
+    import tensorflow_hub as hub
+
+    try:
+        return hub.KerasLayer(str(folder), trainable=trainable, dtype="float32", name="backbone")
+    except (OSError, tf.errors.OpError) as error:  # unreadable saved_model.pb, no variables/
+        raise ConfigError(
+            f"Cannot load the SavedModel '{folder}' ({type(error).__name__}: "
+            f"{str(error).splitlines()[0]}). It must hold saved_model.pb, "
+            "variables/variables.index and variables/variables.data-*: extract the whole "
+            "archive again."
+        ) from error
+    except ValueError as error:  # e.g. no __call__, or trainable=True on a model without variables
+        raise ConfigError(
+            f"The SavedModel '{folder}' cannot be used as a TF-Hub layer ({error}). Export it "
+            "with the TF-Hub interface (`__call__`, `variables`, `trainable_variables`), as "
+            "https://tfhub.dev/google/bit/m-r50x1/1 has."
+        ) from error
 
 
 def _call_backbone(features_model: layers.Layer, x, handle: str):

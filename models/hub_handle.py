@@ -1,4 +1,5 @@
 """Turn a model handle (TF-Hub URL, SavedModel folder or .tar.gz of one) into a local folder."""
+from __future__ import annotations
 
 import hashlib
 import os

@@ -3,9 +3,11 @@
 Follows keras-io's learnable_resizer.py: the resizer's output is a bilinear resize of the input
 plus a learned residual, so it starts close to plain resizing and learns what the classifier needs.
 """
+from __future__ import annotations
 
-import keras
-from keras import layers
+from runner.keras2 import keras
+
+layers = keras.layers
 
 LEAKY_SLOPE = 0.2
 

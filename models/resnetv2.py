@@ -1,4 +1,4 @@
-"""ResNet-v2 as used in BiT (Kolesnikov et al. 2020), in Keras 3, and a loader for its .npz weights.
+"""ResNet-v2 as used in BiT (Kolesnikov et al. 2020), in Keras 2, and a loader for its .npz weights.
 
 Pre-activation bottleneck units with Group Normalization and weight-standardised convolutions,
 after google-research/big_transfer (bit_tf2/models.py, bit_pytorch/models.py). The official
@@ -7,37 +7,74 @@ weights (e.g. BiT-M-R50x1.npz) expect images in [-1, 1].
 Layer names are the .npz key paths with '/' replaced by '_' (Keras names cannot hold '/'):
 `resnet/block1/unit01/a/group_norm/gamma` is the `gamma` of layer `block1_unit01_a_group_norm`.
 """
+from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import keras
 import numpy as np
-from keras import layers, ops
+import tensorflow as tf
 
 from runner.errors import ConfigError
+from runner.keras2 import keras
+
+layers = keras.layers
 
 R50_BLOCK_UNITS = (3, 4, 6, 3)
 NPZ_PREFIX = "resnet/"
 BIT_WEIGHTS_URL = "https://storage.googleapis.com/bit_models/BiT-M-R50x1.npz"
 
 
-@keras.saving.register_keras_serializable(package="bit")
+@keras.utils.register_keras_serializable(package="bit")
 class StdConv2D(layers.Conv2D):
-    """Conv2D whose kernel is standardised (zero mean, unit variance over H, W, C_in) per filter."""
+    """Conv2D (no bias, no activation) whose kernel is standardised (zero mean, unit variance
+    over H, W, C_in) per filter."""
 
-    def convolution_op(self, inputs, kernel):
+    def call(self, inputs):
         # Standardise in float32 even under a mixed policy: the variance of a bf16 kernel is noisy.
-        kernel = ops.cast(kernel, "float32")
-        mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
-        variance = ops.var(kernel, axis=(0, 1, 2), keepdims=True)
-        kernel = (kernel - mean) / ops.sqrt(variance + 1e-10)
-        return super().convolution_op(inputs, ops.cast(kernel, inputs.dtype))
+        kernel = tf.cast(self.kernel, tf.float32)
+        mean, variance = tf.nn.moments(kernel, axes=[0, 1, 2], keepdims=True)
+        kernel = (kernel - mean) / tf.sqrt(variance + 1e-10)
+        return tf.nn.conv2d(inputs, tf.cast(kernel, inputs.dtype), self.strides, self.padding.upper())
 
 
-def group_norm(name: str) -> layers.GroupNormalization:
-    return layers.GroupNormalization(groups=32, epsilon=1e-5, name=name)
+@keras.utils.register_keras_serializable(package="bit")
+class GroupNormalization(layers.Layer):
+    """Group Normalization (Wu & He 2018) over the channels of NHWC images, in float32.
+
+    Keras 2.6 (the Ascend stack) has no GroupNormalization layer; this one has the same weights
+    (`gamma`, `beta`) on both stacks.
+    """
+
+    def __init__(self, groups: int = 32, epsilon: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.groups, self.epsilon = groups, epsilon
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        if channels % self.groups:
+            raise ValueError(f"{self.name}: {channels} channels do not split into {self.groups} groups")
+        self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        x = tf.cast(inputs, tf.float32)
+        shape = tf.shape(x)
+        channels = x.shape[-1]
+        grouped = tf.reshape(x, [shape[0], shape[1], shape[2], self.groups, channels // self.groups])
+        mean, variance = tf.nn.moments(grouped, axes=[1, 2, 4], keepdims=True)
+        grouped = (grouped - mean) * tf.math.rsqrt(variance + self.epsilon)
+        x = tf.reshape(grouped, shape) * tf.cast(self.gamma, tf.float32) + tf.cast(self.beta, tf.float32)
+        return tf.cast(x, inputs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups, "epsilon": self.epsilon}
+
+
+def group_norm(name: str) -> GroupNormalization:
+    return GroupNormalization(groups=32, epsilon=1e-5, name=name)
 
 
 def std_conv(filters: int, kernel_size: int, name: str, strides: int = 1) -> StdConv2D:
@@ -132,7 +169,7 @@ def load_bit_npz(model: keras.Model, path: str | Path) -> None:
     for layer in _all_layers(model):
         if isinstance(layer, StdConv2D):
             params = {"kernel": layer.kernel}
-        elif isinstance(layer, layers.GroupNormalization):
+        elif isinstance(layer, GroupNormalization):
             params = {"gamma": layer.gamma, "beta": layer.beta}
         else:
             continue

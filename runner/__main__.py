@@ -10,6 +10,7 @@ with (runner/resume.py). How a run ends decides the exit status:
   SIGTERM stops the whole sweep (130/143); the same command with hydra.sweep.dir=<that folder>
   skips finished jobs and resumes the others.
 """
+from __future__ import annotations
 
 import logging
 import sys

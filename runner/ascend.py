@@ -5,6 +5,7 @@
 scripts print (ActualFPS, TrainingTime, TrainAccuracy, ActualLoss, E2ETrainingTime), read from
 the run's metrics.json. Both recipes' scripts share this one translation.
 """
+from __future__ import annotations
 
 import json
 import os

@@ -6,9 +6,8 @@ import logging
 import time
 from pathlib import Path
 
-import keras
-
 from runner.errors import RunInterrupted
+from runner.keras2 import keras
 from runner.report import read_history
 from runner.resume import StopSignals, backup_epoch, trim_history
 

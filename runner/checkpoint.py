@@ -4,6 +4,7 @@ Shared by evaluate, predict and export. The model is rebuilt from the run's own 
 (`.hydra/config.yaml`) and its `.weights.h5` loaded into it, never reloaded from a `.keras` file:
 a BiT model holding a SavedModel layer reloads only with safe_mode=False.
 """
+from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -1,5 +1,7 @@
 """Config checks that need no TensorFlow: a bad value fails in a fraction of a second."""
+from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -35,6 +37,8 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.model.name == "bit":
         _check_bit_files(cfg.model)
     _check_device(cfg.device)
+    if cfg.device.type == "npu":
+        _check_npu_loop(cfg.steps_per_execution, cfg.steps_per_epoch)
     _check_debug(cfg.debug, cfg.precision.mode, cfg.device.type)
 
 
@@ -101,12 +105,48 @@ def _check_device(device_cfg: DictConfig) -> None:
             f"card). device={device_cfg.type} uses every visible device (limit them with "
             "CUDA_VISIBLE_DEVICES); for several machines use device.multi_worker=true with TF_CONFIG."
         )
+    if device_cfg.type == "npu":
+        _check_ascend_stack()
     if device_cfg.type == "npu" and device_cfg.multi_worker:
         raise ConfigError(
             "device.multi_worker=true is TensorFlow's multi-worker strategy (GPU/CPU). On the NPU "
             "use device.num_devices=N with RANK_SIZE, RANK_ID and RANK_TABLE_FILE in each process."
         )
     current_worker(device_cfg)  # a missing or bad RANK_* / TF_CONFIG variable fails here
+
+
+def _check_npu_loop(steps_per_execution: int, steps_per_epoch: int | None) -> None:
+    """The npu loop size is steps_per_execution: every call of the device's loop consumes that many
+    batches, so an epoch must be a whole number of calls (Keras would shorten the last one)."""
+    if steps_per_execution > 1 and (not steps_per_epoch or steps_per_epoch % steps_per_execution):
+        raise ConfigError(
+            f"steps_per_execution={steps_per_execution} on the NPU sets the npu loop size, so each "
+            f"epoch must be a whole number of loops, but steps_per_epoch={steps_per_epoch}. Set "
+            f"steps_per_epoch to a multiple of {steps_per_execution}, or steps_per_execution=1."
+        )
+
+
+def _check_ascend_stack() -> None:
+    """device=npu runs where CANN's npu_device runs: TensorFlow 2.6 (read without importing it)."""
+    version = installed_tensorflow()
+    if version is not None and not version.startswith("2.6."):
+        raise ConfigError(
+            f"device=npu needs the Ascend stack: CANN's npu_device is built for TensorFlow 2.6.5 "
+            f"and Keras 2.6 only, and this environment has TensorFlow {version}. Create a Python 3.9 "
+            "environment with `pip install -r requirements-ascend.txt`, `source "
+            "/usr/local/Ascend/ascend-toolkit/set_env.sh`, and run there; or use device=cpu or "
+            "device=gpu here."
+        )
+
+
+def installed_tensorflow() -> str | None:
+    """The installed TensorFlow's version, from its package metadata (None if not found)."""
+    for distribution in ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "tensorflow-gpu"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def _check_debug(debug_cfg: DictConfig, precision_mode: str, device_type: str) -> None:

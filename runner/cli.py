@@ -5,6 +5,7 @@ A key the tool knows is one of its options; any other key overrides the run's ow
 (`dataset.data_dir=/new/place`, `batch_size=8`), checked against the keys that config has.
 TensorFlow is imported only by the action, so `--help` and bad arguments answer at once.
 """
+from __future__ import annotations
 
 import os
 import sys

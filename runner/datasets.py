@@ -1,4 +1,5 @@
 """Dataset config -> batched train and validation pipelines."""
+from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace

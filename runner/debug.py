@@ -9,7 +9,7 @@ profiling    profiling_config.enable_profiling +          tf.profiler over steps
              profiling_options JSON                       into debug.profiling.path (TensorBoard: Profile)
 fusion_off   fusion_switch_file                           grappler remapping + arithmetic optimisers off
 mixlist      modify_mixlist (allow_mix_precision* only)   no effect (logged)
-auto_tune    auto_tune_mode                               no effect (logged)
+auto_tune    aoe_config.aoe_mode, work_path               no effect (logged)
 
 The GPU/CPU tools are process-wide TensorFlow state: `tf_debug_tools` switches them off again on
 exit, so runs that share a process (multirun with the basic launcher, tests) stay independent.
@@ -22,8 +22,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import keras
 import tensorflow as tf
+
+from runner.keras2 import keras
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,10 @@ def npu_debug_options(debug_cfg: Any) -> dict[str, Any]:
     if debug_cfg.mixlist.enabled:
         options["modify_mixlist"] = _absolute(debug_cfg.mixlist.file)
     if debug_cfg.auto_tune.enabled:
-        options["auto_tune_mode"] = str(debug_cfg.auto_tune.mode)
+        options["aoe_config"] = {
+            "aoe_mode": str(debug_cfg.auto_tune.aoe_mode),
+            "work_path": _absolute(debug_cfg.auto_tune.path),
+        }
     return options
 
 

@@ -1,4 +1,5 @@
 """Device config -> tf.distribute strategy. The NPU's options live in runner/npu.py."""
+from __future__ import annotations
 
 import logging
 from typing import Any
@@ -25,28 +26,10 @@ def build_strategy(cfg: Any) -> tf.distribute.Strategy:
     if device_cfg.type == "gpu":
         _enable_memory_growth(device_cfg.memory_growth)
     if device_cfg.multi_worker:
-        return KerasFitMultiWorkerStrategy()
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if device_cfg.type == "gpu":
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-class KerasFitMultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-    """MultiWorkerMirroredStrategy whose reduce() accepts what Keras 3's fit() passes it.
-
-    Keras 3.15 hands reduce() a whole (x, y) batch before the first step (TF 2.21's collective
-    strategy reduces one value, not a structure) and each scalar metric with axis=0 (a scalar
-    has no axis 0). Reduce each value on its own, and scalars across replicas only.
-    """
-
-    def reduce(self, reduce_op: Any, value: Any, axis: int | None) -> Any:
-        reduce_one = super().reduce
-
-        def reduce_value(replica_value: Any) -> Any:
-            rank = self.experimental_local_results(replica_value)[0].shape.rank
-            return reduce_one(reduce_op, replica_value, axis if rank else None)
-
-        return tf.nest.map_structure(reduce_value, value)
 
 
 def _enable_memory_growth(memory_growth: bool) -> None:
@@ -65,15 +48,10 @@ def describe_devices(strategy: tf.distribute.Strategy, device_type: str) -> dict
     """What env.json records about where the run ran."""
     return {
         "type": str(device_type),
-        "strategy": _tensorflow_class_name(strategy),
+        "strategy": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
         "physical": [d.name for d in tf.config.list_physical_devices()],
     }
-
-
-def _tensorflow_class_name(strategy: tf.distribute.Strategy) -> str:
-    """The tf.distribute class a strategy is, past the runner's own subclasses."""
-    return next(c.__name__ for c in type(strategy).__mro__ if c.__module__.startswith("tensorflow"))
 
 
 def configure_threads(threads_cfg: Any) -> None:

@@ -98,13 +98,13 @@ def predict_split(run: LoadedRun, split: str) -> Predictions:
 
 def mean_loss(run: LoadedRun, predictions: Predictions) -> float:
     """The run's own training loss (label smoothing, logits) averaged over the split, as Keras does."""
-    import keras
+    import tensorflow as tf
 
     from runner.optim import build_loss, uses_one_hot_labels
 
     labels = predictions.labels
     if uses_one_hot_labels(run.cfg.model):
-        labels = keras.ops.one_hot(labels, len(run.class_names))
+        labels = tf.one_hot(labels, len(run.class_names))
     return float(build_loss(run.cfg.model)(labels, predictions.outputs))
 
 
@@ -118,7 +118,7 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, class_
     )
     per_class = {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
+        for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
     }
     return {
         "accuracy": float((predicted == labels).mean()),

@@ -76,14 +76,15 @@ def check_out_dir(out: Path) -> None:
 
 def export_run(run: LoadedRun, out: Path) -> Path:
     """Write the run's SavedModel to out (a new folder) and return it."""
-    import keras
+    import tensorflow as tf
 
     check_out_dir(out)
-    archive = keras.export.ExportArchive()
-    archive.track(run.model)
-    for name, function in serving_functions(run).items():
-        archive.add_endpoint(name, function)
-    archive.write_out(str(out), verbose=False)
+    functions = serving_functions(run)
+    module = tf.Module()
+    module.model = run.model  # tracks the weights the signatures use
+    for name, function in functions.items():
+        setattr(module, name, function)
+    tf.saved_model.save(module, str(out), signatures=functions)
     return out
 
 

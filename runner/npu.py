@@ -1,11 +1,21 @@
-"""The Ascend NPU through CANN's TensorFlow adapter, `npu_device` (DESIGN.md section 4).
+"""The Ascend NPU through CANN's TensorFlow adapter, `npu_device` (TF Adapter 2.x).
 
-The composed config becomes npu_device options (precision here, debug tools in runner/debug.py),
-all set on `npu_device.global_options()` BEFORE `npu_device.open(id).as_default()`: the adapter
-reads them once, when the device opens. Multi-card runs (device.num_devices>1, one process per
-card) shard the training data, all-reduce the gradients and broadcast the initial weights through
-`npu_device.distribute`, as the Ascend multi-card scripts do.
+`npu_device` exists for TensorFlow 2.6.5 only (the Ascend stack, requirements-ascend.txt): it is
+compiled against TF 2.6.5 and patches Keras-2.6 internals. The composed config becomes
+npu_device options (precision here, debug tools in runner/debug.py), all set on
+`npu_device.global_options()` BEFORE `npu_device.open(id).as_default()`: the adapter reads them
+once, when the device opens, and silently ignores later changes. Then:
+
+- the npu loop size follows steps_per_execution (the device runs that many steps per call and
+  must be fed as many batches);
+- precision modes that compute in float16 train through `NpuLossScaleOptimizer` (dynamic loss
+  scaling from the device's overflow status);
+- multi-card runs (device.num_devices>1, one process per card) shard the training data, all-reduce
+  the gradients and broadcast the initial weights through `npu_device.distribute`, as the Ascend
+  multi-card scripts do.
 """
+
+from __future__ import annotations
 
 import json
 import logging
@@ -13,13 +23,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from runner.debug import npu_debug_options
 from runner.errors import ConfigError
+from runner.keras2 import STACK, keras, optimizers
 
 log = logging.getLogger(__name__)
+
+# float16 arithmetic on the device: gradients need loss scaling to stay representable.
+LOSS_SCALED_MODES = {
+    "allow_fp32_to_fp16", "force_fp16", "allow_mix_precision", "allow_mix_precision_fp16",
+    "cube_fp16in_fp32out",
+}
 
 
 def import_npu_device():
@@ -28,8 +44,17 @@ def import_npu_device():
     except ImportError:
         raise ConfigError(
             "device=npu needs the `npu_device` package, which ships with CANN's TensorFlow "
-            "adapter (not on PyPI). Install CANN and its TF2 adapter and `source "
-            "/usr/local/Ascend/ascend-toolkit/set_env.sh`, or run with device=cpu or device=gpu."
+            "adapter (not on PyPI). On the Ascend stack (Python 3.9, `pip install -r "
+            "requirements-ascend.txt`), install CANN and its TF2 adapter and `source "
+            "/usr/local/Ascend/ascend-toolkit/set_env.sh`; check with `python -c \"import "
+            "npu_device; npu_device.open().as_default()\"`. Or run with device=cpu or device=gpu."
+        ) from None
+    except Exception as error:  # under a newer Keras it fails with AttributeError
+        raise ConfigError(
+            f"`import npu_device` failed under {STACK} ({type(error).__name__}: {error}). CANN's "
+            "adapter is built for TensorFlow 2.6.5 and Keras 2.6 only: run device=npu on the "
+            "Ascend stack (Python 3.9, `pip install -r requirements-ascend.txt`), or use "
+            "device=cpu or device=gpu here."
         ) from None
     return npu_device
 
@@ -40,13 +65,15 @@ def npu_options(cfg: Any) -> dict[str, Any]:
 
 
 def open_npu(cfg: Any) -> tf.distribute.Strategy:
-    """Set the options, then open the NPU as the default device (the order the adapter needs)."""
+    """Set the options, open the NPU as the default device (the order the adapter needs), then
+    match the npu loop size to steps_per_execution."""
     npu_device = import_npu_device()
     options = npu_options(cfg)
     _make_output_folders(options)
     _set_options(npu_device.global_options(), options)
     # device.id null: the adapter reads $ASCEND_DEVICE_ID (0 when unset), as the Ascend scripts do.
     npu_device.open(device_id=cfg.device.id).as_default()
+    npu_device.set_npu_loop_size(cfg.steps_per_execution)
     log.info("npu_device opened (device.id=%s) with options %s", cfg.device.id, options)
     return tf.distribute.get_strategy()
 
@@ -55,7 +82,8 @@ def _make_output_folders(options: dict[str, Any]) -> None:
     """The graph engine writes into existing folders only."""
     dump_path = options.get("dump_config", {}).get("dump_path")
     profiling = options.get("profiling_config", {}).get("profiling_options")
-    for folder in (dump_path, profiling and json.loads(profiling)["output"]):
+    aoe_path = options.get("aoe_config", {}).get("work_path")
+    for folder in (dump_path, profiling and json.loads(profiling)["output"], aoe_path):
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
 
@@ -69,9 +97,9 @@ def _set_options(target: Any, options: dict[str, Any], prefix: str = "") -> None
             setattr(target, name, value)
         except (ValueError, TypeError) as error:
             raise ConfigError(
-                f"npu_device refused option {prefix}{name}={value!r} ({error}). An older CANN may "
-                "not know this value (the bf16 precision modes and auto_tune differ between "
-                "versions): pick another precision= or debug= option, or update CANN."
+                f"npu_device refused option {prefix}{name}={value!r} ({error}). CANN versions "
+                "differ in the values they accept (the bf16 precision modes and AOE tuning came "
+                "later): pick another precision= or debug= option, or update CANN."
             ) from None
 
 
@@ -84,11 +112,17 @@ def training_shard(device_cfg: Any) -> Callable | None:
     return import_npu_device().distribute.shard_and_rebatch_dataset if is_multi_card(device_cfg) else None
 
 
-def distributed_optimizer(device_cfg: Any, optimizer: keras.optimizers.Optimizer):
-    """The optimiser, all-reducing gradients across cards on a multi-card run."""
-    if not is_multi_card(device_cfg):
+def npu_optimizer(cfg: Any, optimizer: optimizers.Optimizer) -> optimizers.Optimizer:
+    """On the NPU: loss scaling for the float16 precision modes, and on several cards the
+    gradients all-reduced across them (the adapter patches the optimizer it is given)."""
+    if str(cfg.device.type) != "npu":
         return optimizer
-    return import_npu_device().distribute.npu_distributed_keras_optimizer_wrapper(optimizer)
+    npu_device = import_npu_device()
+    if str(cfg.precision.mode) in LOSS_SCALED_MODES:
+        optimizer = npu_device.train.optimizer.NpuLossScaleOptimizer(optimizer)
+    if is_multi_card(cfg.device):
+        optimizer = npu_device.distribute.npu_distributed_keras_optimizer_wrapper(optimizer)
+    return optimizer
 
 
 def multi_card_callbacks(device_cfg: Any) -> list[keras.callbacks.Callback]:

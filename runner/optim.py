@@ -2,9 +2,10 @@
 
 from typing import Any
 
-import keras
+import tensorflow as tf
 
 from runner.errors import ConfigError
+from runner.keras2 import keras, optimizers
 
 
 def base_learning_rate(model_cfg: Any, batch_size: int) -> float:
@@ -24,9 +25,9 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
         self.peak = peak
 
     def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
+        step = tf.cast(step, tf.float32)
         after = self.after(step) if callable(self.after) else self.after
-        return keras.ops.where(step < self.warmup_steps, self.peak * step / self.warmup_steps, after)
+        return tf.where(step < self.warmup_steps, self.peak * step / self.warmup_steps, after)
 
     def get_config(self):
         return {"after": self.after, "warmup_steps": self.warmup_steps, "peak": self.peak}
@@ -52,12 +53,12 @@ def build_schedule(model_cfg: Any, batch_size: int):
     return schedule
 
 
-def build_optimizer(model_cfg: Any, batch_size: int) -> keras.optimizers.Optimizer:
+def build_optimizer(model_cfg: Any, batch_size: int) -> optimizers.Optimizer:
     schedule = build_schedule(model_cfg, batch_size)
     if model_cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=schedule, momentum=model_cfg.momentum)
+        return optimizers.SGD(learning_rate=schedule, momentum=model_cfg.momentum)
     if model_cfg.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=schedule)
+        return optimizers.Adam(learning_rate=schedule)
     raise ConfigError(f"model.optimizer={model_cfg.optimizer!r} is not one of sgd, adam.")
 
 

@@ -2,7 +2,7 @@
 
 import logging
 
-import keras
+from runner.keras2 import keras
 
 log = logging.getLogger(__name__)
 

@@ -93,7 +93,7 @@ def top_k(files: list[Path], probabilities: np.ndarray, class_names: list[str], 
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     return [
         Prediction(str(path), [(class_names[i], float(row[i])) for i in indices])
-        for path, row, indices in zip(files, probabilities, order, strict=True)
+        for path, row, indices in zip(files, probabilities, order)
     ]
 
 

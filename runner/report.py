@@ -1,6 +1,7 @@
 """What a run leaves behind besides checkpoints: train.log, env.json, history.csv, status.json,
 metrics.json. Nothing here imports TensorFlow: runner.summarize reads sweeps with it.
 """
+from __future__ import annotations
 
 import csv
 import json

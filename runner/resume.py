@@ -1,13 +1,15 @@
 """Resuming a stopped run: graceful Ctrl-C/SIGTERM, the `resume=<run dir>` shortcut, and keeping
-history.csv and the config consistent with the Keras backup. No TensorFlow here.
+history.csv and the config consistent with the Keras backup. TensorFlow is imported only to read
+a backup's epoch.
 
 Keras' BackupAndRestore (checkpoints/backup) saves weights, optimiser state (so the optimiser's
-step count and with it the learning-rate schedule) and the epoch counter after every epoch;
-the next fit() in the same run directory restores them. This module handles the rest.
+step count and with it the learning-rate schedule) and the epoch counter after every epoch, as a
+TensorFlow checkpoint in backup/chief/ (the same format on both stacks); the next fit() in the
+same run directory restores them. This module handles the rest.
 """
+from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import shlex
@@ -38,7 +40,7 @@ class StopSignals:
         self.requested: int | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         # Handlers can only be installed from the main thread (not so in some launchers' workers).
         if threading.current_thread() is threading.main_thread():
             self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
@@ -58,12 +60,22 @@ class StopSignals:
         )
 
 
+BACKUP_EPOCH_KEY = "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"  # Keras 2's WorkerTrainingState
+
+
 def backup_epoch(backup_dir: Path) -> int:
     """Epochs completed according to a Keras BackupAndRestore backup; 0 when there is none."""
-    try:
-        return int(json.loads((backup_dir / "training_metadata.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError):
+    chief = backup_dir / "chief"
+    if not (chief / "checkpoint").is_file():
         return 0
+    import tensorflow as tf
+
+    checkpoint = tf.train.latest_checkpoint(str(chief))
+    try:
+        saved_epoch = int(tf.train.load_variable(checkpoint, BACKUP_EPOCH_KEY)) if checkpoint else -1
+    except (tf.errors.OpError, ValueError):  # cut short by a kill or a full disk
+        return 0
+    return saved_epoch + 1  # the index of the last epoch backed up (-1: none yet)
 
 
 def trim_history(history_csv: Path, epochs: int) -> None:

@@ -2,23 +2,32 @@
 
 Only what has a fixed shape is typed here (top-level keys, device, precision, debug).
 Model and dataset files differ by family; OmegaConf's struct mode still rejects unknown keys.
+OmegaConf evaluates these annotations, and Python 3.9 (the Ascend stack) cannot evaluate
+`int | None`: hence `Optional[int]`.
 """
 
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from enum import Enum
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
-class DeviceType(StrEnum):
+class Choice(str, Enum):
+    """An enumeration whose members print as their values ("npu", not "DeviceType.npu")."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class DeviceType(Choice):
     cpu = "cpu"
     gpu = "gpu"
     npu = "npu"
 
 
-class PrecisionMode(StrEnum):
+class PrecisionMode(Choice):
     """The NPU's precision_mode values (section 4 of DESIGN.md); GPU/CPU map them to policies."""
 
     force_fp32 = "force_fp32"
@@ -32,19 +41,19 @@ class PrecisionMode(StrEnum):
     cube_fp16in_fp32out = "cube_fp16in_fp32out"
 
 
-class DumpMode(StrEnum):
+class DumpMode(Choice):
     input = "input"
     output = "output"
     all = "all"
 
 
-class OverflowMode(StrEnum):
+class OverflowMode(Choice):
     aicore_overflow = "aicore_overflow"
     atomic_overflow = "atomic_overflow"
     all = "all"
 
 
-class CaseKind(StrEnum):
+class CaseKind(Choice):
     """Ascend's CaseName suffix: a full (accuracy) run or a short performance run."""
 
     acc = "acc"
@@ -54,7 +63,7 @@ class CaseKind(StrEnum):
 @dataclass
 class DeviceConfig:
     type: DeviceType = DeviceType.cpu
-    id: int | None = None  # NPU: null lets npu_device use $ASCEND_DEVICE_ID (0)
+    id: Optional[int] = None  # NPU: null lets npu_device use $ASCEND_DEVICE_ID (0)
     num_devices: int = 1
     memory_growth: bool = True
     multi_worker: bool = False
@@ -103,10 +112,19 @@ class MixlistConfig:
     file: str = "ops_info.json"
 
 
+class AoeMode(Choice):
+    """npu_device's aoe_config.aoe_mode: 1 subgraph tuning, 2 operator tuning, 4 gradient split."""
+
+    subgraph = "1"
+    operator = "2"
+    gradient_split = "4"
+
+
 @dataclass
 class AutoTuneConfig:
     enabled: bool = False
-    mode: str = "RL,GA"
+    aoe_mode: AoeMode = AoeMode.operator
+    path: str = "${output_dir}/aoe"
 
 
 @dataclass
@@ -123,15 +141,15 @@ class DebugConfig:
 class ThreadsConfig:
     """TensorFlow's op thread pools; null leaves TensorFlow's choice (one thread per core)."""
 
-    intra_op: int | None = None
-    inter_op: int | None = None
+    intra_op: Optional[int] = None
+    inter_op: Optional[int] = None
 
 
 @dataclass
 class PipelineConfig:
     """tf.data choices runner/datasets.py does not take from the dataset file."""
 
-    cache: bool | None = None  # null: cache decoded images when they fit in cache_budget_mb
+    cache: Optional[bool] = None  # null: cache decoded images when they fit in cache_budget_mb
     cache_budget_mb: int = 2048
 
 
@@ -144,13 +162,13 @@ class RunConfig:
     debug: DebugConfig = field(default_factory=DebugConfig)
     batch_size: int = 64
     epochs: int = 5
-    steps_per_epoch: int | None = None
+    steps_per_epoch: Optional[int] = None
     seed: int = 42
     deterministic: bool = False
-    static_shape: bool | None = None
+    static_shape: Optional[bool] = None
     log_steps: int = 10
     case_kind: CaseKind = CaseKind.acc
-    jit_compile: bool | None = None  # null: Keras' "auto" (XLA on GPUs, off on CPUs)
+    jit_compile: Optional[bool] = None  # null: Keras' "auto" (XLA on GPUs, off on CPUs)
     steps_per_execution: int = 1
     threads: ThreadsConfig = field(default_factory=ThreadsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)

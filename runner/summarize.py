@@ -6,6 +6,7 @@ dir>` rebuilds them for any finished or partial sweep. No TensorFlow here (it re
 each job left: .hydra/overrides.yaml, status.json, metrics.json, history.csv); matplotlib is
 imported only to draw.
 """
+from __future__ import annotations
 
 import argparse
 import csv

@@ -3,6 +3,7 @@
 Tests call `train` directly with a composed config; `python -m runner` is a thin Hydra shell
 around it. TensorFlow is imported inside `_fit_and_report` only, so config errors stay fast.
 """
+from __future__ import annotations
 
 import logging
 import math
@@ -105,7 +106,7 @@ def _record_interruption(run_dir: Path, clock: RunClock) -> None:
 def _record_failure(run_dir: Path, error: Exception, clock: RunClock) -> None:
     """status.json gets the reason (one line); the log gets the message, or for an error that is
     not the user's input the traceback too."""
-    expected = isinstance(error, ConfigError | RunFailed)
+    expected = isinstance(error, (ConfigError, RunFailed))
     log.error("run failed: %s", error, exc_info=not expected)
     reason = str(error).strip() if expected else f"{type(error).__name__}: {error}"
     write_status(run_dir, FAILED, reason=reason.splitlines()[0] if reason else type(error).__name__,
@@ -115,11 +116,10 @@ def _record_failure(run_dir: Path, error: Exception, clock: RunClock) -> None:
 def _reset_keras() -> None:
     """Another run may follow in this process (a sweep's basic launcher, tests): free the model
     and graph and leave float32 behind, whatever this run's precision policy was."""
-    if "keras" in sys.modules:
-        import keras
+    if "runner.keras2" in sys.modules:
+        from runner.keras2 import reset_session
 
-        keras.backend.clear_session()
-        keras.mixed_precision.set_global_policy("float32")
+        reset_session()
 
 
 def _save_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -141,17 +141,6 @@ def progress_verbosity(stream: TextIO, environ: dict[str, str]) -> int:
     return 1 if stream.isatty() and not environ.get("CI") else 0
 
 
-def _set_op_determinism(enabled: bool) -> None:
-    """Op determinism is process-wide: set it either way, so a sweep job does not inherit it."""
-    import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config  # the public API cannot disable
-
-    if enabled:
-        tf.config.experimental.enable_op_determinism()
-    else:
-        tf_config.disable_op_determinism()
-
-
 def _prepare_resume(cfg: DictConfig, run_dir: Path) -> None:
     """A backup resumes only under the config it was trained with; a fresh start records it."""
     saved = run_dir / CHECKPOINTS / RESUME_CONFIG
@@ -169,20 +158,18 @@ def _best_val_accuracy_so_far(run_dir: Path) -> float | None:
 
 
 def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals) -> list:
-    import keras
-
     from runner.callbacks import HistoryResume, ResumableEarlyStopping, StopOnSignal
+    from runner.keras2 import backup_and_restore, best_checkpoint, keras
 
     ckpt_dir = run_dir / CHECKPOINTS
     callbacks = [
         # First: an epoch's backup is saved before anything else records that epoch as done.
-        keras.callbacks.BackupAndRestore(str(ckpt_dir / BACKUP_DIR), double_checkpoint=True),
+        backup_and_restore(str(ckpt_dir / BACKUP_DIR)),
         HistoryResume(ckpt_dir / BACKUP_DIR, run_dir / HISTORY_FILE),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(
+        best_checkpoint(
             str(ckpt_dir / BEST_WEIGHTS), monitor="val_accuracy", mode="max",
-            save_best_only=True, save_weights_only=True,
-            initial_value_threshold=_best_val_accuracy_so_far(run_dir),
+            best_so_far=_best_val_accuracy_so_far(run_dir),
         ),
         keras.callbacks.ModelCheckpoint(str(ckpt_dir / LAST_WEIGHTS), save_weights_only=True),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
@@ -205,17 +192,18 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals
 def compiled_model(cfg: DictConfig, num_classes: int):
     """The network, compiled with the run's optimiser, loss and speed switches (under the
     current strategy scope and dtype policy)."""
+    from runner.keras2 import compile_options
     from runner.network import build_network
-    from runner.npu import distributed_optimizer
+    from runner.npu import npu_optimizer
     from runner.optim import build_loss, build_optimizer
 
     model = build_network(cfg.model, num_classes, cfg.dataset.image_size)
     model.compile(
-        optimizer=distributed_optimizer(cfg.device, build_optimizer(cfg.model, cfg.batch_size)),
+        optimizer=npu_optimizer(cfg, build_optimizer(cfg.model, cfg.batch_size)),
         loss=build_loss(cfg.model),
         metrics=["accuracy"],
-        jit_compile="auto" if cfg.jit_compile is None else cfg.jit_compile,
         steps_per_execution=cfg.steps_per_execution,
+        **compile_options(cfg.jit_compile),
     )
     return model
 
@@ -235,6 +223,11 @@ def _with_hyperrule(cfg: DictConfig, source, run_dir: Path) -> DictConfig:
     return effective
 
 
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig) -> None:
     """TerminateOnNaN stopped fit() early and quietly: make that a failed run, not a result."""
     if history and not math.isfinite(history[-1].get("loss", 0.0)):
@@ -247,15 +240,14 @@ def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig) -> N
 
 
 def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str, Any]:
-    import keras
-
     from runner.debug import tf_debug_tools
     from runner.device import build_strategy, configure_threads, describe_devices
+    from runner.keras2 import set_op_determinism, set_random_seed
     from runner.precision import apply_precision
 
     configure_threads(cfg.threads)
-    keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TensorFlow
-    _set_op_determinism(cfg.deterministic)
+    set_random_seed(cfg.seed)
+    set_op_determinism(cfg.deterministic)
     _prepare_resume(cfg, run_dir)
     strategy = build_strategy(cfg)  # on the NPU: precision and debug options, then open
     policy = apply_precision(cfg.precision.mode, cfg.device.type)
@@ -306,6 +298,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
             shuffle=False,  # the pipeline shuffles
             verbose=progress_verbosity(sys.stdout, os.environ),
         )
+    _remove_if_empty(run_dir / CHECKPOINTS / BACKUP_DIR)  # Keras deleted its content when fit() ended
     # history.csv, not fit()'s History: it holds the epochs of earlier attempts too.
     history = read_history(run_dir)
     _check_loss_is_finite(history, cfg)
@@ -329,7 +322,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
     }
     rank_size = max(strategy.num_replicas_in_sync, current_worker(cfg.device).size)
     figures = ascend_figures(metrics, step_logger.seconds_per_step, rank_size, cfg.case_kind)
-    metrics |= figures
+    metrics.update(figures)
     write_json_atomic(run_dir / METRICS_FILE, metrics)
     write_status(run_dir, FINISHED, wall_seconds=metrics["wall_seconds"])
     log.info(

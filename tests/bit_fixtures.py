@@ -2,6 +2,7 @@
 
 Plain functions (not pytest fixtures) so any test module can import them.
 """
+from __future__ import annotations
 
 import tarfile
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """Shared fixtures: configs composed the way `python -m runner` composes them."""
+from __future__ import annotations
 
 import os
 import sys

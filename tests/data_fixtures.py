@@ -2,6 +2,7 @@
 
 Plain functions (not fixtures) so any test module or benchmark can import them.
 """
+from __future__ import annotations
 
 from pathlib import Path
 
@@ -21,8 +22,8 @@ def class_images(num_classes: int, per_class: int, size: int | tuple[int, int], 
         for _ in range(per_class):
             noise = rng.integers(-40, 40, (height, width, 3))
             pairs.append((np.clip(colour + noise, 0, 255).astype(np.uint8), label))
-    rng.shuffle(pairs)
-    return pairs
+    # The order rng.shuffle(pairs) gives, without numpy 1.19's ragged-array warning (Ascend stack).
+    return [pairs[i] for i in rng.permutation(len(pairs))]
 
 
 def write_tfds_folder(
@@ -36,28 +37,54 @@ def write_tfds_folder(
 ) -> Path:
     """A TFDS-prepared `<data_dir>/<name>/<version>/` written by TFDS's own writer.
 
+    A throwaway `GeneratorBasedBuilder` named `name` at `version`, prepared offline: the same
+    code on TFDS 4.6.0 (Ascend stack, no `store_as_tfds_dataset`) and 4.9.10. One `train` split.
     encoding_format: "jpeg" stores images as the real tf_flowers and cats_vs_dogs do.
     """
-    import tensorflow as tf
     import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.utils import gcs_utils
 
-    features = tfds.features.FeaturesDict(
-        {
-            "image": tfds.features.Image(shape=(None, None, 3), encoding_format=encoding_format),
-            "label": tfds.features.ClassLabel(names=list(class_names)),
-        }
-    )
     pairs = class_images(len(class_names), per_class, size)
-    images = np.stack([image for image, _ in pairs])
-    labels = np.array([label for _, label in pairs], dtype=np.int64)
-    ds = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
-    tfds.dataset_builders.store_as_tfds_dataset(
-        name=name,
-        version=version,
-        features=features,
-        split_datasets={"train": ds},
-        data_dir=str(data_dir),
-    )
+    builder_name = name  # a class body cannot read a function argument it also assigns
+
+    # skip_registration: TFDS already registers tf_flowers and cats_vs_dogs, and each call
+    # defines a new class under the same name.
+    class FixtureBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        name = builder_name
+        VERSION = tfds.core.Version(version)
+
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Image(
+                            shape=(None, None, 3), encoding_format=encoding_format
+                        ),
+                        "label": tfds.features.ClassLabel(names=list(class_names)),
+                    }
+                ),
+            )
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for key, (image, label) in enumerate(pairs):
+                yield key, {"image": image, "label": label}
+
+    # Offline, and nothing of the real dataset: with GCS enabled (TFDS 4.6.0's default), the builder
+    # merges gs://tfds-data's tf_flowers/3.0.1 metadata (label names, ...) into its info on
+    # creation, and download_and_prepare fetches the real prepared files instead of generating.
+    was_disabled = gcs_utils._is_gcs_disabled
+    gcs_utils._is_gcs_disabled = True
+    try:
+        builder = FixtureBuilder(data_dir=str(data_dir))
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+        )
+    finally:
+        gcs_utils._is_gcs_disabled = was_disabled
     return Path(data_dir) / name / version
 
 
