@@ -1,7 +1,12 @@
-"""python -m bench [--quick|--full] [--recipe resizer|bit|all] [--out bench/results.md]"""
+"""python -m bench [--quick|--full] [--recipe resizer|bit|all] [--out bench/results.md]
+
+One TensorFlow per process: `python -m bench.stacks` runs this on several interpreters in turn
+(the default and the Ascend stack) and compares them.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -18,7 +23,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     sizes.add_argument("--full", action="store_true", help="the real table (tens of minutes)")
     parser.add_argument("--recipe", choices=("resizer", "bit", "all"), default="all")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--rounds", type=int, help="alternating rounds (default: the size's)")
+    parser.add_argument("--steady-steps", type=int,
+                        help="measured steps after the warm-up, per fit (default: the size's)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--json", type=Path, help="also write the rows here, as JSON")
     parser.add_argument("--work-dir", type=Path, help="keep data and run folders here")
     return parser.parse_args(argv)
 
@@ -31,13 +40,19 @@ def main(argv: list[str] | None = None) -> Path:
     from bench.sizes import DEFAULT, FULL, QUICK
 
     size = QUICK if args.quick else FULL if args.full else DEFAULT
+    if args.rounds:
+        size = dataclasses.replace(size, rounds=args.rounds)
+    if args.steady_steps:
+        size = dataclasses.replace(size, steady_steps=args.steady_steps)
     recipes = ["resizer", "bit"] if args.recipe == "all" else [args.recipe]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work_dir = args.work_dir or Path(tmp)
         work_dir.mkdir(parents=True, exist_ok=True)
-        return run_sections(size, recipes, args.sections, work_dir, args.out, command.strip(), load)
+        return run_sections(
+            size, recipes, args.sections, work_dir, args.out, command.strip(), load, args.json
+        )
 
 
 if __name__ == "__main__":

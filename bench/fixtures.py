@@ -1,11 +1,16 @@
-"""What the benchmark trains on: data in the runner's real formats and a BiT-shaped SavedModel."""
+"""What the benchmark trains on: data in the runner's real formats and a BiT-shaped SavedModel.
+
+The SavedModel is built with the runner's Keras 2 (runner.keras2) and exported with TF-Hub's
+interface, so `hub.KerasLayer` loads it on both stacks (and Keras 3's TFSMLayer on the default one).
+"""
+from __future__ import annotations
 
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from runner.keras2 import keras
 from tests.data_fixtures import write_tfds_folder
 
 # The folder layouts of the two recipes' datasets (conf/dataset/*.yaml).
@@ -77,8 +82,7 @@ def write_bit_savedmodel(path: Path, kind: str) -> Path:
         root = tf.train.Checkpoint()  # a plain trackable root, like the objects TF-Hub exports
         root.module = module
         root.__call__ = module.__call__
-        # The tf.Variables under Keras 3's variables (tf.Module does not see through them).
-        root.variables = [v.value for v in module.network.weights]
-        root.trainable_variables = [v.value for v in module.network.trainable_weights]
+        root.variables = list(module.network.variables)  # Keras 2 weights are tf.Variables
+        root.trainable_variables = list(module.network.trainable_variables)
         tf.saved_model.save(root, str(path))
     return path

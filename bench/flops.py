@@ -5,8 +5,9 @@ import os
 import re
 from pathlib import Path
 
-import keras
 import tensorflow as tf
+
+from runner.keras2 import keras
 
 # Zen 2/3 and recent Intel cores: two 256-bit FMA pipes = 2 x 8 lanes x 2 FLOP per cycle.
 FP32_FLOP_PER_CYCLE_AVX2_FMA = 32

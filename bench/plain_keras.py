@@ -4,12 +4,23 @@ keras-io examples/vision/learnable_resizer.py and bit.py: a model function, a tf
 of a few tf.image calls, `model.compile` + `model.fit`. Deliberately independent of the runner's
 modules: this is the baseline an engineer would write without it. The only additions are
 `steps` (fit a fixed number of steps) and `callbacks` (the benchmark's meter).
+
+Which Keras: the one a user of this TensorFlow writes. On TensorFlow 2.21 (the default stack)
+that is Keras 3 (`import keras`), so the runner's ratio against it shows what the runner's Keras 2
+(tf-keras) costs or gains. On TensorFlow 2.6 (the Ascend stack) it is `tf.keras` (Keras 2.6), as
+the seeds and keras-io's bit.py write it; there it is the same Keras the runner uses.
 """
+from __future__ import annotations
 
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers
+
+if keras.__version__.startswith("2."):  # TensorFlow 2.6: the seeds' tf.keras (the public API;
+    from tensorflow import keras  # `import keras` there is Keras' internal package)
+
+layers = keras.layers
+KERAS_3 = keras.__version__.startswith("3.")
 
 AUTO = tf.data.AUTOTUNE
 INTERPOLATION = "bilinear"
@@ -68,13 +79,22 @@ def train_resizer(
     return model
 
 
-def bit_classifier(backbone_path: str, num_classes: int) -> keras.Model:
-    """keras-io bit.py's model: the hub feature vector (frozen) + a zero-initialised Dense head.
+def frozen_savedmodel_layer(backbone_path: str) -> layers.Layer:
+    """The SavedModel's `__call__` as a frozen layer, the way this Keras calls a SavedModel.
 
-    keras-io wraps the backbone in `hub.KerasLayer`, which Keras 3 cannot hold; `TFSMLayer`
-    is Keras 3's way to call a SavedModel, and it trains the head only, as keras-io does.
+    Keras 2 (the seeds, keras-io bit.py): `hub.KerasLayer(path)`, frozen by default. Keras 3
+    cannot hold a `hub.KerasLayer`; `TFSMLayer` is its way to call a SavedModel.
     """
-    backbone = layers.TFSMLayer(backbone_path, call_endpoint="__call__", trainable=False)
+    if KERAS_3:
+        return layers.TFSMLayer(backbone_path, call_endpoint="__call__", trainable=False)
+    import tensorflow_hub as hub
+
+    return hub.KerasLayer(backbone_path, trainable=False)
+
+
+def bit_classifier(backbone_path: str, num_classes: int) -> keras.Model:
+    """keras-io bit.py's model: the hub feature vector (frozen) + a zero-initialised Dense head."""
+    backbone = frozen_savedmodel_layer(backbone_path)
     inputs = layers.Input((None, None, 3))
     features = backbone(inputs)
     outputs = layers.Dense(num_classes, kernel_initializer="zeros")(features)
@@ -109,3 +129,10 @@ def train_bit(
     )
     model.fit(train_ds, epochs=1, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
     return model
+
+
+def reset_session(policy: str = "float32") -> None:
+    """This Keras' session cleared and its global dtype policy set (Keras 3 and tf-keras each
+    keep their own; on TensorFlow 2.6 this is the runner's Keras too)."""
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(policy)

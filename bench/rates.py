@@ -2,7 +2,12 @@
 
 Every training rate comes from the runner's own StepLogger (steady state: the first
 WARMUP_STEPS steps, which include tracing, are left out), so both sides use one stopwatch.
+
+Two Kerases can live in one process: on the default stack the runner's tf-keras (Keras 2) and the
+plain script's Keras 3 keep separate sessions and global dtype policies, so each measurement
+resets both, and sets a policy on the Keras whose model it measures.
 """
+from __future__ import annotations
 
 import statistics
 import tempfile
@@ -10,13 +15,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
+from bench import plain_keras
 from runner.callbacks import WARMUP_STEPS, StepLogger
 from runner.datasets import build_splits, load_source
+from runner.keras2 import keras, reset_session
 from runner.optim import uses_one_hot_labels
 from runner.train import compiled_model, train
 
@@ -32,8 +38,10 @@ def median(values: list[float]) -> float:
 
 
 def fresh_session(policy: str = "float32") -> None:
-    """Each measurement starts from an empty Keras session and the given dtype policy."""
-    keras.backend.clear_session()
+    """Empty sessions in both Kerases, float32 in the plain script's, `policy` in the runner's
+    (on TensorFlow 2.6 they are one Keras: the runner's policy is set last)."""
+    plain_keras.reset_session("float32")
+    reset_session()
     keras.mixed_precision.set_global_policy(policy)
 
 
@@ -43,7 +51,7 @@ def runner_train_rate(cfg: DictConfig) -> float:
     return float(train(cfg)["images_per_sec"])
 
 
-def plain_train_rate(train_plain: Callable[[list], keras.Model], batch_size: int) -> float:
+def plain_train_rate(train_plain: Callable[[list], object], batch_size: int) -> float:
     """Steady-state images/s of a plain script's `fit` (train_plain receives the callbacks)."""
     fresh_session()
     step_meter = meter(batch_size)
@@ -68,12 +76,13 @@ def constant_batch(cfg: DictConfig, side: int, num_classes: int) -> tf.data.Data
 
 
 def model_step_rate(
-    model: keras.Model, data: tf.data.Dataset, batch_size: int, steady_steps: int
+    model: keras.Model, data: tf.data.Dataset, batch_size: int, steady_steps: int,
+    steps_per_execution: int = 1,
 ) -> StepLogger:
-    """Fits `model` on in-memory batches; the meter holds its steady-state images/s and its
-    first step's time (tracing, and compiling with XLA)."""
+    """Fits `model` (compiled with `steps_per_execution`) on in-memory batches; the meter holds
+    its steady-state images/s and its first step's time (tracing, and compiling with XLA)."""
     step_meter = meter(batch_size)
-    per_call = model.steps_per_execution
+    per_call = steps_per_execution  # Keras 2.6 keeps it in a private variable only
     steps = -(-(WARMUP_STEPS + steady_steps) // per_call) * per_call  # whole executions only
     model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[step_meter], verbose=0, shuffle=False)
     return step_meter

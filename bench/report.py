@@ -1,12 +1,11 @@
 """The benchmark's rows, as a console table and as bench/results.md."""
 from __future__ import annotations
 
+import json
 import platform
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-
-from bench.flops import cpu_model_name, usable_cores
 
 
 @dataclass(frozen=True)
@@ -17,13 +16,19 @@ class Row:
     value: float | None  # None: not measured (the note says why)
     unit: str
     note: str = ""
+    rounds: tuple[float, ...] = ()  # the per-round values behind a median (JSON only)
 
 
 HEADER = ("Section", "Recipe", "Measurement", "Value", "Unit", "Note")
 
 
+def format_value(value: float | None) -> str:
+    """Three significant digits, whole numbers from 100 on; n/a for a value not measured."""
+    return "n/a" if value is None else f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
 def _cells(row: Row) -> tuple[str, ...]:
-    value = "n/a" if row.value is None else f"{row.value:.3g}" if abs(row.value) < 100 else f"{row.value:.0f}"
+    value = format_value(row.value)
     note = " ".join(row.note.replace("|", "/").split())  # one markdown cell
     return (row.section, row.recipe, row.measurement, value, row.unit, note)
 
@@ -34,11 +39,26 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def keras_versions() -> str:
+    """The runner's Keras (runner.keras2: always Keras 2) and the plain script's (Keras 3 on
+    TensorFlow 2.21, tf.keras 2.6 on TensorFlow 2.6)."""
+    from bench import plain_keras
+    from runner.keras2 import keras
+
+    def named(module) -> str:  # TensorFlow 2.6's tf.keras is the module keras.api._v2.keras
+        name = "tf.keras" if module.__name__.startswith("keras.api.") else module.__name__
+        return f"Keras {module.__version__} ({name})"
+
+    return f"runner: {named(keras)}, plain script: {named(plain_keras.keras)}"
+
+
 def machine_lines(load_average: str) -> list[str]:
+    from bench.flops import cpu_model_name, usable_cores
+
     return [
         f"- CPU: {cpu_model_name()}, {usable_cores()} cores usable",
-        f"- TensorFlow {metadata.version('tensorflow')}, Keras {metadata.version('keras')}, "
-        f"Python {platform.python_version()}",
+        f"- TensorFlow {metadata.version('tensorflow')}, Python {platform.python_version()}; "
+        f"{keras_versions()}",
         f"- Load average when the run started (`uptime`): {load_average}",
     ]
 
@@ -57,3 +77,13 @@ def write_results(path: Path, rows: list[Row], size_name: str, command: str, loa
     ])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def write_json(path: Path, rows: list[Row], size_name: str, load_average: str) -> None:
+    """The rows and which stack measured them, for `python -m bench.stacks`."""
+    stack = {"tensorflow": metadata.version("tensorflow"), "python": platform.python_version(),
+             "keras": keras_versions()}
+    document = {"size": size_name, "stack": stack, "load_average": load_average,
+                "rows": [asdict(row) for row in rows]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1))

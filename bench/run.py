@@ -1,9 +1,10 @@
 """Runs the chosen sections in order, printing each row as it is measured."""
+from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from bench.report import Row, markdown_table, write_results
+from bench.report import Row, markdown_table, write_json, write_results
 from bench.sections import (
     Bench,
     pipeline_rows,
@@ -27,7 +28,7 @@ WHOLE_RUNS = {"startup": startup_rows, "switches": switch_rows}  # quickstart ru
 
 def run_sections(
     size: BenchSize, recipes: list[str], sections: list[str], work_dir: Path, out: Path,
-    command: str, load_average: str,
+    command: str, load_average: str, json_out: Path | None = None,
 ) -> Path:
     bench = Bench(size, work_dir)
     rows: list[Row] = []
@@ -40,5 +41,7 @@ def run_sections(
                 rows += PER_RECIPE[section](bench, recipe)
         print(f"[bench] {section}: {time.perf_counter() - started:.0f}s", flush=True)
         write_results(out, rows, size.name, command, load_average)  # partial results survive a crash
+        if json_out:
+            write_json(json_out, rows, size.name, load_average)
     print(markdown_table(rows))
     return out

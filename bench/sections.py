@@ -29,6 +29,8 @@ from bench.rates import (
 from bench.report import Row
 from bench.sizes import BenchSize
 from runner.callbacks import WARMUP_STEPS, StepLogger
+from runner.errors import ConfigError
+from runner.keras2 import compile_options
 from tests.conftest import compose_config
 
 PIPELINE_HEADROOM = 3.0  # the pipeline must deliver 3x what the model consumes
@@ -79,9 +81,12 @@ def throughput_rows(bench: Bench, recipe: str) -> list[Row]:
     ratios = [r / p for r, p in zip(runner_rates, plain_rates)]
     rounds = f"median of {bench.size.rounds} alternating rounds, batch {bench.size.batch_size}"
     return [
-        Row("1 throughput", recipe, "runner train(cfg)", median(runner_rates), "img/s", rounds),
-        Row("1 throughput", recipe, "plain keras-io script", median(plain_rates), "img/s", rounds),
-        Row("1 throughput", recipe, "runner / plain", median(ratios), "ratio", _per_round(ratios)),
+        Row("1 throughput", recipe, "runner train(cfg)", median(runner_rates), "img/s", rounds,
+            tuple(runner_rates)),
+        Row("1 throughput", recipe, "plain keras-io script", median(plain_rates), "img/s", rounds,
+            tuple(plain_rates)),
+        Row("1 throughput", recipe, "runner / plain", median(ratios), "ratio", _per_round(ratios),
+            tuple(ratios)),
     ]
 
 
@@ -172,6 +177,20 @@ def _consumption_rate(bench: Bench, recipe: str, cfg) -> tuple[float, str]:
 
 # 3. Precision policies, XLA and steps_per_execution; 4. FLOP/s utilisation -------------------
 
+def xla_skipped(bench: Bench) -> str | None:
+    """Why this run measures no XLA, printed and put in the rows' notes; None: it does."""
+    if not bench.size.xla:
+        reason = "skipped: XLA compiles for minutes on a CPU, measured with --full only"
+    else:
+        try:
+            compile_options(True)  # TensorFlow < 2.8 (the Ascend stack) has no jit_compile
+            return None
+        except ConfigError as error:
+            reason = "skipped: " + str(error).split(". ")[0]
+    print(f"[bench] XLA {reason}", flush=True)
+    return reason
+
+
 VARIANTS = (  # (label, dtype policy, jit_compile, steps_per_execution)
     ("float32", "float32", False, 1),
     ("float32 + XLA", "float32", True, 1),
@@ -185,9 +204,10 @@ def precision_and_flops_rows(bench: Bench, recipe: str) -> list[Row]:
     cfg, side = _variant_config(bench, recipe)
     rates = {}
     rows = []
+    no_xla = xla_skipped(bench)
     for label, policy, jit, steps_per_execution in VARIANTS:
-        if jit and not bench.size.xla:
-            rows.append(Row("3 precision/XLA", recipe, label, None, "img/s", "skipped in --quick"))
+        if jit and no_xla:
+            rows.append(Row("3 precision/XLA", recipe, label, None, "img/s", no_xla))
             continue
         try:
             meter = _variant_meter(bench, recipe, cfg, side, policy, jit, steps_per_execution)
@@ -206,8 +226,9 @@ def xla_rows(bench: Bench, recipe: str) -> list[Row]:
     Steady state alone flatters XLA: it compiles before its first step. The break-even is the
     number of steps after which the faster steps have paid for that extra first-step time.
     """
-    if not bench.size.xla:
-        return [Row("3 XLA A/B", recipe, "XLA on / off", None, "ratio", "needs --full")]
+    no_xla = xla_skipped(bench)
+    if no_xla:
+        return [Row("3 XLA A/B", recipe, "XLA on / off", None, "ratio", no_xla)]
     cfg, side = _variant_config(bench, recipe)
     off, on = [], []
     for _ in range(bench.size.rounds):
@@ -250,7 +271,7 @@ def _variant_meter(bench, recipe, cfg, side, policy, jit, steps_per_execution) -
         num_classes = len(RECIPE_DATASETS[recipe][2])
         model = runner_model(cfg, num_classes, jit, steps_per_execution)
         return model_step_rate(model, constant_batch(cfg, side, num_classes), cfg.batch_size,
-                               bench.size.steady_steps)
+                               bench.size.steady_steps, steps_per_execution)
     finally:
         fresh_session()
 
@@ -307,7 +328,8 @@ SWITCHES = (  # (label, overrides); thread pools are fixed once TensorFlow start
 def switch_rows(bench: Bench) -> list[Row]:
     """Whole `python -m runner` quickstart runs per switch, alternating: wall time (XLA's compile
     and the evaluations included) and steady img/s, each against the defaults of its round."""
-    switches = [(label, keys) for label, keys in SWITCHES if bench.size.xla or "jit" not in label]
+    no_xla = xla_skipped(bench)
+    switches = [(label, keys) for label, keys in SWITCHES if not (no_xla and "jit" in label)]
     walls: dict[str, list[float]] = {label: [] for label, _ in switches}
     rates: dict[str, list[float]] = {label: [] for label, _ in switches}
     for _ in range(bench.size.rounds):
@@ -318,6 +340,8 @@ def switch_rows(bench: Bench) -> list[Row]:
             rates[label].append(rate)
     run = " ".join(bench.size.switch_run)
     rows = []
+    if no_xla:
+        rows.append(Row("6 switches", "resizer", "jit_compile=true: speed-up", None, "ratio", no_xla))
     for label, _ in switches:
         rows.append(Row("6 switches", "resizer", f"{label}: wall", median(walls[label]), "s",
                         f"python -m runner {run}, launch to exit; steady img/s {median(rates[label]):.1f}"))

@@ -1,5 +1,7 @@
 """How big each measurement is: --quick for CI's smoke run, --full for the real table."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 

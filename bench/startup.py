@@ -1,5 +1,7 @@
 """`python -m runner` measured as real subprocesses: start-up costs and whole runs."""
 
+from __future__ import annotations
+
 import json
 import subprocess
 import sys

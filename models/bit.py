@@ -76,14 +76,29 @@ def build_bit(
 
 
 def hub_layer(folder: Path, trainable: bool) -> keras.layers.Layer:
-    """The SavedModel as the seed loads it: `hub.KerasLayer(folder, trainable=...)`.
+    """The SavedModel as the seed loads it: `hub.KerasLayer(folder, trainable=...)`, through its
+    TF-Hub `__call__`, or else its "serving_default" signature (which TF-Hub can only run frozen).
 
     float32 whatever the policy: the SavedModel's graph is float32.
     """
     import tensorflow_hub as hub
 
+    options = {"trainable": trainable, "dtype": "float32", "name": "backbone"}
     try:
-        return hub.KerasLayer(str(folder), trainable=trainable, dtype="float32", name="backbone")
+        try:
+            return hub.KerasLayer(str(folder), **options)
+        except ValueError:  # no __call__: "Signature name has to be specified ..."
+            if trainable:
+                raise ConfigError(
+                    f"The SavedModel '{folder}' has no TF-Hub '__call__', only a "
+                    "'serving_default' signature, and TF-Hub cannot fine-tune through a "
+                    "signature. Set model.trainable_backbone=false, or export the model with the "
+                    "TF-Hub interface (`__call__`, `variables`, `trainable_variables`)."
+                ) from None
+            return hub.KerasLayer(
+                str(folder), signature="serving_default", output_key=_signature_output(folder),
+                **options,
+            )
     except (OSError, tf.errors.OpError) as error:  # unreadable saved_model.pb, no variables/
         raise ConfigError(
             f"Cannot load the SavedModel '{folder}' ({type(error).__name__}: "
@@ -91,12 +106,23 @@ def hub_layer(folder: Path, trainable: bool) -> keras.layers.Layer:
             "variables/variables.index and variables/variables.data-*: extract the whole "
             "archive again."
         ) from error
-    except ValueError as error:  # e.g. no __call__, or trainable=True on a model without variables
+
+
+def _signature_output(folder: Path) -> str:
+    """The one output of the SavedModel's serving_default signature."""
+    signature = tf.saved_model.load(str(folder)).signatures.get("serving_default")
+    if signature is None:
         raise ConfigError(
-            f"The SavedModel '{folder}' cannot be used as a TF-Hub layer ({error}). Export it "
-            "with the TF-Hub interface (`__call__`, `variables`, `trainable_variables`), as "
-            "https://tfhub.dev/google/bit/m-r50x1/1 has."
-        ) from error
+            f"The SavedModel '{folder}' has neither a '__call__' function (the TF-Hub interface) "
+            "nor a 'serving_default' signature; export it with one of them."
+        )
+    outputs = sorted(signature.structured_outputs)
+    if len(outputs) != 1:
+        raise ConfigError(
+            f"The SavedModel '{folder}' signature 'serving_default' returns several outputs "
+            f"{outputs}; a single feature tensor is expected."
+        )
+    return outputs[0]
 
 
 def _call_backbone(features_model: layers.Layer, x, handle: str):

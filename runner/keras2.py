@@ -42,6 +42,11 @@ STACK = f"TensorFlow {tf.__version__} with Keras {keras.__version__}"
 optimizers = getattr(keras.optimizers, "legacy", keras.optimizers)
 
 
+def keras_api() -> dict[str, str]:
+    """Which Keras this is, for env.json."""
+    return {"module": keras.__name__, "version": keras.__version__}
+
+
 def set_random_seed(seed: int) -> None:
     """Python, NumPy and TensorFlow seeds (keras.utils.set_random_seed, which TF 2.6 lacks)."""
     random.seed(seed)

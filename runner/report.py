@@ -64,11 +64,13 @@ def _version(package: str) -> str | None:
         return None
 
 
-def environment(device: dict[str, Any]) -> dict[str, Any]:
-    packages = ("tensorflow", "keras", "tensorflow-datasets", "tensorflow-hub", "hydra-core")
+def environment(device: dict[str, Any], keras_api: dict[str, str]) -> dict[str, Any]:
+    """keras_api: the Keras the run used ({"module": "tf_keras", "version": "2.21.0"})."""
+    packages = ("tensorflow", "keras", "tf-keras", "tensorflow-datasets", "tensorflow-hub", "hydra-core")
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "keras_api": keras_api,
         "packages": {name: _version(name) for name in packages},
         "git_commit": _git_commit(),
         "device": device,

@@ -242,7 +242,7 @@ def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig) -> N
 def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str, Any]:
     from runner.debug import tf_debug_tools
     from runner.device import build_strategy, configure_threads, describe_devices
-    from runner.keras2 import set_op_determinism, set_random_seed
+    from runner.keras2 import keras_api, set_op_determinism, set_random_seed
     from runner.precision import apply_precision
 
     configure_threads(cfg.threads)
@@ -252,7 +252,7 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str
     strategy = build_strategy(cfg)  # on the NPU: precision and debug options, then open
     policy = apply_precision(cfg.precision.mode, cfg.device.type)
     device = describe_devices(strategy, cfg.device.type)
-    write_json_atomic(run_dir / "env.json", environment(device))
+    write_json_atomic(run_dir / "env.json", environment(device, keras_api()))
     log.info(
         "run %s: model=%s dataset=%s device=%s (%d replica(s)) policy=%s",
         run_dir, cfg.model.name, cfg.dataset.name, cfg.device.type, device["replicas"], policy,

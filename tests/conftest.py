@@ -10,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import runner.schema  # noqa: F401  (registers the config schemas)
+from runner.checks import installed_tensorflow
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -33,11 +34,10 @@ def compose_cfg():
 def _keras_global_state():
     """Each test starts from float32 and a fresh Keras session, whatever the last one set."""
     yield
-    if "keras" in sys.modules:
-        import keras
+    if "runner.keras2" in sys.modules:
+        from runner.keras2 import reset_session
 
-        keras.mixed_precision.set_global_policy("float32")
-        keras.backend.clear_session()
+        reset_session()
 
 
 def runner_env() -> dict[str, str]:
@@ -47,7 +47,23 @@ def runner_env() -> dict[str, str]:
 
 
 FAKE_NPU_DIR = Path(__file__).resolve().parent / "fake_npu"
-NPU_ENV = ("ASCEND_DEVICE_ID", "RANK_SIZE", "RANK_ID", "RANK_TABLE_FILE")
+NPU_ENV = (
+    "ASCEND_DEVICE_ID", "RANK_SIZE", "RANK_ID", "RANK_TABLE_FILE", "CM_WORKER_SIZE", "CM_CHIEF_IP",
+    "CM_CHIEF_PORT", "CM_CHIEF_DEVICE", "CM_WORKER_IP", "NPU_LOOP_SIZE", "GE_USE_STATIC_MEMORY",
+)
+
+
+# TensorFlow 2.6 with tf.keras 2.6: the only TensorFlow CANN's npu_device (and its fake) runs on.
+ON_ASCEND_STACK = (installed_tensorflow() or "").startswith("2.6.")
+needs_ascend_stack = pytest.mark.skipif(
+    not ON_ASCEND_STACK,
+    reason="npu_device runs on the Ascend stack only (TensorFlow 2.6.5, requirements-ascend.txt)",
+)
+
+
+def _forget_npu_device() -> None:
+    for name in [m for m in sys.modules if m == "npu_device" or m.startswith("npu_device.")]:
+        del sys.modules[name]
 
 
 @contextmanager
@@ -59,14 +75,14 @@ def fake_npu_installed(env: dict[str, str] | None = None):
             patch.delenv(name, raising=False)
         for name, value in (env or {}).items():
             patch.setenv(name, value)
-        import npu_device
-
-        npu_device.reset()
+        _forget_npu_device()
         try:
+            import npu_device
+
+            npu_device._fake.reset()  # after the environment is set: it reads NPU_LOOP_SIZE
             yield npu_device
         finally:
-            for name in [m for m in sys.modules if m == "npu_device" or m.startswith("npu_device.")]:
-                del sys.modules[name]
+            _forget_npu_device()
 
 
 @pytest.fixture

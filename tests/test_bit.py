@@ -3,13 +3,13 @@
 import shutil
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from models.bit import build_bit
 from runner.errors import ConfigError
+from runner.keras2 import keras, optimizers
 from tests.bit_fixtures import write_bit_savedmodel, write_tar_gz
 
 FEATURE_DIM = 16
@@ -38,7 +38,7 @@ def dark_vs_bright(count: int = 16, size: int = 8, seed: int = 0):
     return images.astype("float32"), labels
 
 
-def compile_for_bit(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> keras.Model:
+def compile_for_bit(model: keras.Model, optimizer: optimizers.Optimizer) -> keras.Model:
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -72,8 +72,8 @@ def test_output_is_logits_over_classes_for_any_image_size(handle):
 @pytest.mark.parametrize(
     "optimizer",
     [
-        lambda: keras.optimizers.SGD(0.1, momentum=0.9),  # stock TFSMLayer fails on slot names
-        lambda: keras.optimizers.Adam(0.03),
+        lambda: optimizers.SGD(0.1, momentum=0.9),  # momentum keeps a slot per backbone variable
+        lambda: optimizers.Adam(0.03),
     ],
     ids=["sgd_momentum", "adam"],
 )
@@ -94,7 +94,7 @@ def test_fine_tuning_updates_the_backbone(handle, optimizer):
 def test_frozen_backbone_trains_the_head_only(handle):
     images, labels = dark_vs_bright()
     model = build_bit(2, handle, trainable_backbone=False)
-    compile_for_bit(model, keras.optimizers.SGD(0.1, momentum=0.9))
+    compile_for_bit(model, optimizers.SGD(0.1, momentum=0.9))
     assert [w.name for w in model.trainable_weights] == ["kernel", "bias"]
     before = backbone_values(model)
     loss_before = model.evaluate(images, labels, verbose=0)[0]
@@ -108,7 +108,7 @@ def test_frozen_backbone_trains_the_head_only(handle):
 
 def test_weights_checkpoint_rebuilds_the_same_model(handle, tmp_path):
     images, labels = dark_vs_bright()
-    model = compile_for_bit(build_bit(2, handle), keras.optimizers.SGD(0.1, momentum=0.9))
+    model = compile_for_bit(build_bit(2, handle), optimizers.SGD(0.1, momentum=0.9))
     model.fit(images, labels, batch_size=8, epochs=2, verbose=0)
     model.save_weights(tmp_path / "bit.weights.h5")
     expected = model.predict(images, verbose=0)
@@ -121,18 +121,18 @@ def test_weights_checkpoint_rebuilds_the_same_model(handle, tmp_path):
 
 def test_mixed_bfloat16_trains_with_float32_logits(handle, mixed_bfloat16):
     images, labels = dark_vs_bright()
-    model = compile_for_bit(build_bit(2, handle), keras.optimizers.SGD(0.1, momentum=0.9))
+    model = compile_for_bit(build_bit(2, handle), optimizers.SGD(0.1, momentum=0.9))
     assert model.get_layer("backbone").compute_dtype == "float32"
     history = model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    assert keras.ops.convert_to_tensor(model(images[:2])).dtype == "float32"
+    assert tf.convert_to_tensor(model(images[:2])).dtype == tf.float32
 
 
 def test_jit_compiled_training_step(handle):
     images, labels = dark_vs_bright(count=8)
     model = build_bit(2, handle)
     model.compile(
-        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        optimizer=optimizers.SGD(0.1, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=True,
     )
@@ -144,9 +144,12 @@ def test_jit_compiled_training_step(handle):
 def test_tar_gz_handle_and_signature_only_savedmodel(tmp_path):
     folder = write_bit_savedmodel(tmp_path / "signature_only", FEATURE_DIM, with_call=False)
     archive = write_tar_gz(folder, tmp_path / "signature_only.tar.gz")
-    model = build_bit(3, str(archive), cache_dir=tmp_path / "cache")
-    assert model.get_layer("backbone").call_endpoint == "serving_default"
+    model = build_bit(3, str(archive), trainable_backbone=False, cache_dir=tmp_path / "cache")
+    assert model.get_layer("backbone").get_config()["signature"] == "serving_default"
     assert model.predict(np.zeros((1, 8, 8, 3), "float32"), verbose=0).shape == (1, 3)
+    # TF-Hub runs a signature frozen only: fine-tuning it is refused with the fix.
+    with pytest.raises(ConfigError, match="model.trainable_backbone=false"):
+        build_bit(3, str(archive), trainable_backbone=True, cache_dir=tmp_path / "cache")
 
 
 def test_feature_maps_model_is_refused(tmp_path):

@@ -2,12 +2,12 @@
 
 import logging
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from runner.debug import FUSION_OPTIMIZERS, tf_debug_tools
+from runner.keras2 import keras
 from tests.conftest import compose_config
 
 

@@ -1,9 +1,9 @@
 """The resizer recipe's networks, checked against the published shapes and parameter counts."""
 
-import keras
 import numpy as np
 
 from models.resizer import build_resizer_densenet, learnable_resizer
+from runner.keras2 import keras
 
 
 def test_learnable_resizer_has_the_papers_12163_weights():

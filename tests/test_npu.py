@@ -1,14 +1,29 @@
-"""The NPU path against the strict fake npu_device: exact options, their order, multi-card runs."""
+"""The NPU path: the config -> npu_device options mapping on both stacks; on the Ascend stack, runs
+against the strict fake npu_device (tests/fake_npu: the real adapter's option tree, errors, call
+order and optimizer patches) on one card and on two cards in two processes."""
 
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 
 from runner.checks import check_config
 from runner.errors import ConfigError
-from runner.npu import _set_options, npu_options, open_npu
+from runner.npu import _set_options, import_npu_device, npu_options, open_npu
 from runner.train import train
-from tests.conftest import TINY_RUN, compose_config, fake_npu_installed
+from tests.conftest import (
+    FAKE_NPU_DIR,
+    ON_ASCEND_STACK,
+    TINY_RUN,
+    compose_config,
+    fake_npu_installed,
+    needs_ascend_stack,
+    runner_env,
+)
+
+pytestmark = pytest.mark.ascend_stack
 
 PRECISIONS = [
     "force_fp32", "allow_fp32_to_fp16", "force_fp16", "must_keep_origin_dtype", "allow_mix_precision",
@@ -69,32 +84,8 @@ def test_fusion_off_mixlist_and_auto_tune_options(tmp_path, monkeypatch):
         "precision_mode": "allow_mix_precision",
         "fusion_switch_file": str(tmp_path / "fusion_switch.cfg"),
         "modify_mixlist": str(tmp_path / "ops_info.json"),
-        "auto_tune_mode": "RL,GA",
+        "aoe_config": {"aoe_mode": "2", "work_path": str(tmp_path / "aoe")},
     }
-
-
-def test_options_are_set_before_open_and_the_id_comes_from_the_config(fake_npu, tmp_path):
-    cfg = compose_config(
-        ["device=npu", "device.id=2", "precision=force_fp16", "debug=profiling"], tmp_path
-    )
-    open_npu(cfg)
-    opened = fake_npu.last_opened
-    assert opened.device_id == 2 and opened.is_default
-    assert opened.options == npu_options(cfg)  # all of them reached open(): none was set late
-    assert (tmp_path / "profiling").is_dir()  # the graph engine writes into existing folders
-
-
-def test_device_id_defaults_to_ascend_device_id(fake_npu, monkeypatch, tmp_path):
-    monkeypatch.setenv("ASCEND_DEVICE_ID", "5")
-    open_npu(compose_config(["device=npu"], tmp_path))
-    assert fake_npu.last_opened.device_id == 5
-
-
-def test_an_option_the_adapter_refuses_is_a_config_error(fake_npu):
-    with pytest.raises(ConfigError, match=r"precision_mode='fp8'.*older CANN"):
-        _set_options(fake_npu.global_options(), {"precision_mode": "fp8"})
-    with pytest.raises(ConfigError, match=r"dump_config\.dump_mode='every'"):
-        _set_options(fake_npu.global_options(), {"dump_config": {"dump_mode": "every"}})
 
 
 @pytest.mark.parametrize("precision", ["force_fp32", "allow_fp32_to_fp16", "must_keep_origin_dtype"])
@@ -104,6 +95,7 @@ def test_mixlist_needs_allow_mix_precision(precision, tmp_path):
         check_config(cfg)
 
 
+@needs_ascend_stack
 def test_fusion_switch_file_must_exist_on_the_npu(tmp_path):
     cfg = compose_config(
         ["device=npu", "debug=fusion_off", f"debug.fusion_off.file={tmp_path}/nope.cfg"], tmp_path
@@ -112,6 +104,7 @@ def test_fusion_switch_file_must_exist_on_the_npu(tmp_path):
         check_config(cfg)
 
 
+@needs_ascend_stack
 @pytest.mark.parametrize("env,message", [
     ({}, "RANK_SIZE, RANK_ID, RANK_TABLE_FILE are not set"),
     ({"RANK_SIZE": "8", "RANK_ID": "0"}, "RANK_TABLE_FILE is not set"),
@@ -132,45 +125,137 @@ def test_bad_rank_environment_is_a_config_error(env, message, tmp_path, monkeypa
         check_config(cfg)
 
 
+@needs_ascend_stack
+@pytest.mark.parametrize("steps_per_epoch", ["null", "6"])
+def test_npu_loop_needs_whole_loops_per_epoch(steps_per_epoch, tmp_path):
+    cfg = compose_config(
+        ["device=npu", "steps_per_execution=4", f"steps_per_epoch={steps_per_epoch}"], tmp_path
+    )
+    with pytest.raises(ConfigError, match="steps_per_epoch to a multiple of 4"):
+        check_config(cfg)
+    check_config(compose_config(["device=npu", "steps_per_execution=4", "steps_per_epoch=8"], tmp_path))
+
+
+# -- the default stack: device=npu stops before training, naming the Ascend stack -------------------
+
+
+@pytest.mark.skipif(ON_ASCEND_STACK, reason="the default stack's refusal")
+def test_default_stack_refuses_device_npu_naming_the_ascend_stack(tmp_path):
+    cfg = compose_config([*TINY_RUN, "device=npu"], tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"TensorFlow 2\.6\.5.*requirements-ascend\.txt"):
+        train(cfg)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert "requirements-ascend.txt" in (tmp_path / "run" / "train.log").read_text()
+
+
+@pytest.mark.skipif(ON_ASCEND_STACK, reason="the default stack's refusal")
+def test_default_stack_explains_an_npu_device_that_cannot_import():
+    """The real adapter, like its fake, fails to import under Keras 3 (AttributeError)."""
+    with fake_npu_installed(), pytest.raises(ConfigError) as raised:
+        import_npu_device()
+    assert "import npu_device` failed" in str(raised.value)
+    assert "requirements-ascend.txt" in str(raised.value) and "\n" not in str(raised.value)
+
+
+# -- the Ascend stack, against the fake ---------------------------------------------------------
+
+
+@needs_ascend_stack
 def test_without_npu_device_the_run_stops_with_the_fix_and_writes_no_metrics(tmp_path):
     cfg = compose_config([*TINY_RUN, "device=npu"], tmp_path / "run")
     with pytest.raises(ConfigError, match="ships with CANN's TensorFlow adapter"):
         train(cfg)
     assert not (tmp_path / "run" / "metrics.json").exists()
-    assert "ships with CANN" in (tmp_path / "run" / "train.log").read_text()
+    assert "set_env.sh" in (tmp_path / "run" / "train.log").read_text()
+
+
+@needs_ascend_stack
+def test_options_are_set_before_open_and_the_id_comes_from_the_config(fake_npu, tmp_path):
+    cfg = compose_config(
+        ["device=npu", "device.id=2", "precision=force_fp16", "debug=profiling",
+         "steps_per_execution=2"], tmp_path,
+    )
+    open_npu(cfg)
+    state = fake_npu._fake.state
+    assert state.opened.name().endswith("NPU:2") and state.npu_ctx is state.opened  # as_default()
+    assert state.open_options["precision_mode"] == "force_fp16"
+    assert state.open_options["enable_profiling"] == "1"
+    assert json.loads(state.open_options["profiling_options"])["output"] == str(tmp_path / "profiling")
+    assert state.mutated_after_open == []  # nothing set after open(): the device would ignore it
+    assert state.loop_sizes == [2]  # the npu loop size follows steps_per_execution
+    assert (tmp_path / "profiling").is_dir()  # the graph engine writes into existing folders
+
+
+@needs_ascend_stack
+def test_device_id_defaults_to_ascend_device_id(tmp_path):
+    with fake_npu_installed({"ASCEND_DEVICE_ID": "5"}) as fake:
+        open_npu(compose_config(["device=npu"], tmp_path))
+        assert fake._fake.state.opened.name().endswith("NPU:5")
+
+
+@needs_ascend_stack
+def test_an_option_the_adapter_refuses_is_a_config_error(fake_npu):
+    with pytest.raises(ConfigError, match=r"precision_mode='fp8'.*update CANN"):
+        _set_options(fake_npu.global_options(), {"precision_mode": "fp8"})
+    with pytest.raises(ConfigError, match=r"dump_config\.dump_mode='every'"):
+        _set_options(fake_npu.global_options(), {"dump_config": {"dump_mode": "every"}})
+    with pytest.raises(ConfigError, match=r"auto_tune_mode='RL,GA'.*no option"):
+        _set_options(fake_npu.global_options(), {"auto_tune_mode": "RL,GA"})  # gone in current CANN
+
+
+NPU_RUN = [*TINY_RUN, "epochs=1", "steps_per_epoch=4", "steps_per_execution=2", "device=npu"]
 
 
 @pytest.fixture(scope="module")
 def npu_run(tmp_path_factory):
-    """One real (tiny) training run on the fake NPU with dump, overflow and profiling on."""
+    """One real (tiny) training run on the fake NPU: float16 mixed precision, all debug tools."""
     run_dir = tmp_path_factory.mktemp("npu") / "run"
     overrides = [
-        *TINY_RUN, "epochs=1", "device=npu", "precision=allow_mix_precision",
-        "debug=[dump,overflow,profiling]", 'debug.dump.step="0|5|10-20"', "debug.dump.mode=all",
+        *NPU_RUN, "precision=allow_mix_precision", "debug=[dump,overflow,profiling,auto_tune]",
+        'debug.dump.step="0|5|10-20"', "debug.dump.mode=all",
     ]
     with fake_npu_installed() as npu_device:
         metrics = train(compose_config(overrides, run_dir))
-        return run_dir, metrics, npu_device.last_opened, list(npu_device.distribute.calls)
+        return run_dir, metrics, npu_device._fake.summary()
 
 
-def test_npu_run_sets_exactly_the_configured_options(npu_run):
-    run_dir, _, opened, calls = npu_run
-    assert opened.is_default and opened.device_id == 0
-    assert opened.options == {
-        "precision_mode": "allow_mix_precision",
-        "dump_config": {
-            "enable_dump": True, "dump_path": f"{run_dir}/dump", "dump_step": "0|5|10-20",
-            "dump_mode": "all", "enable_dump_debug": True, "dump_debug_mode": "all",
-        },
-        "profiling_config": {
-            "enable_profiling": True, "profiling_options": profiling_json(run_dir / "profiling"),
-        },
+@needs_ascend_stack
+def test_npu_run_opens_the_device_with_every_option_set_before(npu_run):
+    run_dir, _, fake = npu_run
+    assert fake["opened"] == {
+        "name": "/job:localhost/replica:0/task:0/device:NPU:0", "workers_num": 1, "worker_id": 0,
     }
-    assert calls == []  # one card: no sharding, no wrapped optimiser, no broadcast
+    assert fake["as_default"] and fake["mutated_after_open"] == []
+    options = fake["open_options"]
+    assert {key: options[key] for key in (
+        "precision_mode", "enable_dump", "dump_path", "dump_step", "dump_mode", "enable_dump_debug",
+        "dump_debug_mode", "enable_profiling", "aoe_mode", "work_path",
+    )} == {
+        "precision_mode": "allow_mix_precision", "enable_dump": "1", "dump_path": f"{run_dir}/dump",
+        "dump_step": "0|5|10-20", "dump_mode": "all", "enable_dump_debug": "1",
+        "dump_debug_mode": "all", "enable_profiling": "1", "aoe_mode": "2",
+        "work_path": f"{run_dir}/aoe",
+    }
+    assert json.loads(options["profiling_options"]) == json.loads(profiling_json(run_dir / "profiling"))
+    assert fake["loop_sizes"] == [2]
 
 
+@needs_ascend_stack
+def test_npu_run_scales_the_float16_loss_on_the_device_and_runs_single_card(npu_run):
+    _, metrics, fake = npu_run
+    counts = fake["counts"]
+    # NpuLossScaleOptimizer's NPU path ran every optimiser step (4 steps, 2 per device loop).
+    assert counts["loss_scale.npu_path"] == 4 and counts.get("loss_scale.fallback", 0) == 0
+    assert metrics["optimizer_steps"] == 4 - counts.get("loss_scale.skipped_steps", 0)
+    # One card: no shard, no wrapped optimiser, and the broadcast was never asked for.
+    assert not {"shard_and_rebatch_dataset", "npu_distributed_keras_optimizer_wrapper", "broadcast"} & set(
+        fake["calls"]
+    )
+
+
+@needs_ascend_stack
 def test_npu_run_writes_its_run_directory_with_the_ascend_figures(npu_run):
-    run_dir, metrics, _, _ = npu_run
+    run_dir, metrics, _ = npu_run
     for name in ("train.log", "env.json", "metrics.json", "checkpoints/last.weights.h5"):
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
@@ -184,37 +269,67 @@ def test_npu_run_writes_its_run_directory_with_the_ascend_figures(npu_run):
     assert (metrics["DeviceType"], metrics["RankSize"], metrics["BatchSize"]) == ("npu", 1, 16)
     assert metrics["CaseName"] == "resizer_densenet_bs16_1p_acc"
     log = (run_dir / "train.log").read_text()
-    assert "epoch: 1 step: 3 ,loss: " in log and "imgs/s: " in log
+    assert "epoch: 1 step: 4 ,loss: " in log and "imgs/s: " in log
     assert f"ActualFPS: {metrics['ActualFPS']}" in log
 
 
 @pytest.fixture(scope="module")
-def second_card_run(tmp_path_factory):
-    """Rank 1 of a two-card run: its own folder, its half of each batch, no checkpoints."""
+def two_card_run(tmp_path_factory):
+    """Two processes, one per card (RANK_SIZE=2, RANK_ID=0/1), as the Ascend 8p scripts start them;
+    each writes what its fake npu_device did into a JSON file when it exits."""
     root = tmp_path_factory.mktemp("npu2")
     table = root / "rank_table.json"
     table.write_text("{}")
-    env = {"RANK_SIZE": "2", "RANK_ID": "1", "RANK_TABLE_FILE": str(table), "ASCEND_DEVICE_ID": "1"}
-    with fake_npu_installed(env) as npu_device:
-        cfg = compose_config([*TINY_RUN, "epochs=1", "device=npu", "device.num_devices=2"], root / "run")
-        metrics = train(cfg)
-        return root / "run", metrics, npu_device.last_opened, list(npu_device.distribute.calls)
+    run_dir = root / "run"
+    processes = []
+    for rank in range(2):
+        env = {
+            **runner_env(), "PYTHONPATH": f"{FAKE_NPU_DIR}:{runner_env()['PYTHONPATH']}",
+            "RANK_SIZE": "2", "RANK_ID": str(rank), "RANK_TABLE_FILE": str(table),
+            "ASCEND_DEVICE_ID": str(rank), "FAKE_NPU_RECORD": str(root / f"fake{rank}.json"),
+        }
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "runner", *NPU_RUN, "device.num_devices=2", "precision=force_fp32",
+             f"hydra.run.dir={run_dir}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(root / f"rank{rank}.err", "w"),
+        ))
+    deadline = time.monotonic() + 400
+    try:
+        codes = [p.wait(timeout=max(1, deadline - time.monotonic())) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0], (root / "rank1.err").read_text()[-3000:]
+    fakes = [json.loads((root / f"fake{rank}.json").read_text()) for rank in range(2)]
+    return run_dir, fakes
 
 
-def test_each_card_writes_its_own_folder_and_only_rank_0_checkpoints(second_card_run):
-    run_dir, metrics, opened, _ = second_card_run
-    assert (opened.device_id, opened.workers_num, opened.worker_id) == (1, 2, 1)
-    rank_dir = run_dir / "rank_1"
-    assert (rank_dir / "metrics.json").is_file() and (rank_dir / "train.log").is_file()
-    assert not (run_dir / "metrics.json").exists()
-    assert not list(rank_dir.rglob("*.weights.h5"))
-    assert (metrics["RankSize"], metrics["CaseName"]) == (2, "resizer_densenet_bs16_2p_acc")
+@needs_ascend_stack
+def test_each_card_writes_its_own_folder_and_only_rank_0_checkpoints(two_card_run):
+    run_dir, fakes = two_card_run
+    assert [fake["opened"]["name"][-5:] for fake in fakes] == ["NPU:0", "NPU:1"]
+    ranks = [(fake["opened"]["workers_num"], fake["opened"]["worker_id"]) for fake in fakes]
+    assert ranks == [(2, 0), (2, 1)]
+    chief = json.loads((run_dir / "metrics.json").read_text())
+    other = json.loads((run_dir / "rank_1" / "metrics.json").read_text())
+    assert (chief["RankSize"], chief["CaseName"]) == (2, "resizer_densenet_bs16_2p_acc")
+    assert other["RankSize"] == 2
+    assert (run_dir / "checkpoints" / "last.weights.h5").is_file()
+    assert not list((run_dir / "rank_1").rglob("*.weights.h5"))
 
 
-def test_multi_card_shards_wraps_the_optimiser_and_broadcasts(second_card_run):
-    _, _, _, calls = second_card_run
-    assert ("shard_and_rebatch_dataset", 16, True) in calls
-    assert ("npu_distributed_keras_optimizer_wrapper", "SGD") in calls
-    broadcasts = [call for call in calls if call[0] == "broadcast"]
-    assert len(broadcasts) == 1 and broadcasts[0][1] == 0 and broadcasts[0][2] > 100
-    assert ("all_reduce", "mean", True) in calls  # the wrapped optimiser reduces the gradients
+@needs_ascend_stack
+def test_multi_card_shards_and_all_reduces_every_step_and_broadcasts_once(two_card_run):
+    _, fakes = two_card_run
+    for fake in fakes:
+        counts = fake["counts"]
+        # The wrapped optimiser ran its all-reducing apply_gradients at every one of the 4 steps
+        # (counted as the steps ran, not when Keras traced them), on every trainable variable.
+        assert counts["wrapper.apply_gradients"] == 4 and counts["all_reduce.mean"] == 4
+        assert counts["all_reduce.values"] % 4 == 0 and counts["all_reduce.values"] // 4 > 100
+        assert counts.get("all_reduce.skipped", 0) == 0
+        # Rank 0's weights went to every card once, when training started.
+        assert counts["broadcast"] == 1 and counts["broadcast.values"] > 100
+        assert "shard_and_rebatch_dataset" in fake["calls"]
+        assert fake["loop_sizes"] == [2]

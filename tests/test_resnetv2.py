@@ -1,6 +1,5 @@
 """The native BiT ResNet-v2 against a NumPy transcription of big_transfer's definition."""
 
-import keras
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
@@ -8,6 +7,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from models.bit import build_bit
 from models.resnetv2 import StdConv2D, bottleneck_unit, load_bit_npz, resnet_v2
 from runner.errors import ConfigError
+from runner.keras2 import keras, optimizers
 from tests.bit_fixtures import bit_npz_shapes, write_bit_npz
 
 TINY = {"block_units": (2, 1), "width_factor": 0.5}  # 32-channel root, 256-d features
@@ -168,7 +168,7 @@ def test_native_frozen_backbone_keeps_its_weights(tmp_path):
     assert [w.name for w in model.trainable_weights] == ["kernel", "bias"]
     before = [np.array(w) for w in model.get_layer("resnet").weights]
     model.compile(
-        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        optimizer=optimizers.SGD(0.1, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     model.fit(random_images((4, 32, 32, 3)), np.array([0, 1, 0, 1]), batch_size=2, verbose=0)
@@ -182,7 +182,7 @@ def test_native_trains_under_mixed_bfloat16_with_jit():
     try:
         model = build_bit(2, None, backbone="native", block_units=(1,), width_factor=0.5)
         model.compile(
-            optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+            optimizer=optimizers.SGD(0.1, momentum=0.9),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=True,
         )

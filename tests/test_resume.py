@@ -103,10 +103,10 @@ def write_history(path: Path, epochs: int) -> None:
 def test_early_stopping_patience_counts_the_epochs_before_the_resume(tmp_path):
     """Epochs 0-3 ran before the interruption, the best (0.7) at epoch 1: with patience 3, the
     first resumed epoch without a gain must stop training and bring back the best weights."""
-    import keras
     import numpy as np
 
     from runner.callbacks import ResumableEarlyStopping
+    from runner.keras2 import keras
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     best_file = tmp_path / "best.weights.h5"

@@ -3,11 +3,11 @@
 import csv
 import json
 
-import keras
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from runner.keras2 import keras
 from runner.network import build_network
 from runner.train import progress_verbosity, train
 from tests.conftest import TINY_RUN, compose_config
@@ -61,7 +61,7 @@ def test_log_has_step_and_epoch_lines_once_each(quick_run):
 def test_env_json_names_versions_and_device(quick_run):
     env = json.loads((quick_run[0] / "env.json").read_text())
     assert env["packages"]["tensorflow"].startswith("2.")
-    assert env["packages"]["keras"].startswith("3.")
+    assert env["keras_api"]["version"].startswith("2.")  # Keras 2 on both stacks
     assert env["device"]["type"] == "cpu" and env["device"]["replicas"] == 1
     assert "git_commit" in env and env["python"].count(".") == 2
 

@@ -1,0 +1,1 @@
+"""`npu_device.configs.experimental`: empty in the adapter too."""

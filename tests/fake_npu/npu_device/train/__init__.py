@@ -1,0 +1,5 @@
+"""`npu_device.train`: only `optimizer`."""
+
+from npu_device.train import optimizer
+
+__all__ = ["optimizer"]
