@@ -213,11 +213,18 @@ def precision_and_flops_rows(bench: Bench, recipe: str) -> list[Row]:
             meter = _variant_meter(bench, recipe, cfg, side, policy, jit, steps_per_execution)
             rates[label] = meter.images_per_sec
         except Exception as error:  # a variant this model cannot run is a result, not a crash
-            rows.append(Row("3 precision/XLA", recipe, label, None, "img/s", f"failed: {error!r}"[:160]))
+            # e.g. TensorFlow 2.6 has no bfloat16 Conv2D for this CPU (the resizer's first conv)
+            reason = f"failed: {type(error).__name__}: {_first_line(error)}"[:200]
+            print(f"[bench] {recipe} {label}: {reason}", flush=True)
+            rows.append(Row("3 precision/XLA", recipe, label, None, "img/s", reason))
             continue
         note = f"{rates[label] / rates['float32']:.2f}x float32, {side} px, batch {cfg.batch_size}"
         rows.append(Row("3 precision/XLA", recipe, label, rates[label], "img/s", note))
     return rows + flops_rows(bench, recipe, cfg, side, rates["float32"])
+
+
+def _first_line(error: Exception) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
 
 
 def xla_rows(bench: Bench, recipe: str) -> list[Row]:

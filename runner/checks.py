@@ -13,6 +13,9 @@ from runner.workers import current_worker
 
 MIXLIST_PRECISIONS = ("allow_mix_precision", "allow_mix_precision_fp16", "allow_mix_precision_bf16")
 
+# npu_device's aoe_config.aoe_mode values.
+AOE_MODES = {"1": "subgraph tuning", "2": "operator tuning", "4": "gradient split tuning"}
+
 MISSING_HINTS = {
     "dataset.data_dir": "the folder holding <name>/<version>/ of a TFDS-prepared dataset, "
     "e.g. dataset.data_dir=/home/data for /home/data/tf_flowers/3.0.1/",
@@ -37,9 +40,10 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.model.name == "bit":
         _check_bit_files(cfg.model)
     _check_device(cfg.device)
+    _check_debug(cfg.debug, cfg.precision.mode, cfg.device.type)
     if cfg.device.type == "npu":
         _check_npu_loop(cfg.steps_per_execution, cfg.steps_per_epoch)
-    _check_debug(cfg.debug, cfg.precision.mode, cfg.device.type)
+        _check_ascend_stack()  # last: the config's own mistakes are worth fixing on any stack
 
 
 def _check_missing(cfg: DictConfig) -> None:
@@ -105,8 +109,6 @@ def _check_device(device_cfg: DictConfig) -> None:
             f"card). device={device_cfg.type} uses every visible device (limit them with "
             "CUDA_VISIBLE_DEVICES); for several machines use device.multi_worker=true with TF_CONFIG."
         )
-    if device_cfg.type == "npu":
-        _check_ascend_stack()
     if device_cfg.type == "npu" and device_cfg.multi_worker:
         raise ConfigError(
             "device.multi_worker=true is TensorFlow's multi-worker strategy (GPU/CPU). On the NPU "
@@ -150,6 +152,12 @@ def installed_tensorflow() -> str | None:
 
 
 def _check_debug(debug_cfg: DictConfig, precision_mode: str, device_type: str) -> None:
+    aoe_mode = str(debug_cfg.auto_tune.aoe_mode)
+    if debug_cfg.auto_tune.enabled and aoe_mode not in AOE_MODES:
+        raise ConfigError(
+            f"debug.auto_tune.aoe_mode={aoe_mode} is not an AOE mode: use "
+            + ", ".join(f"{mode} ({what})" for mode, what in AOE_MODES.items()) + "."
+        )
     if debug_cfg.mixlist.enabled and precision_mode not in MIXLIST_PRECISIONS:
         raise ConfigError(
             f"debug=mixlist edits the mixed-precision op lists, which only precision="

@@ -112,18 +112,10 @@ class MixlistConfig:
     file: str = "ops_info.json"
 
 
-class AoeMode(Choice):
-    """npu_device's aoe_config.aoe_mode: 1 subgraph tuning, 2 operator tuning, 4 gradient split."""
-
-    subgraph = "1"
-    operator = "2"
-    gradient_split = "4"
-
-
 @dataclass
 class AutoTuneConfig:
     enabled: bool = False
-    aoe_mode: AoeMode = AoeMode.operator
+    aoe_mode: str = "2"  # npu_device's aoe_config.aoe_mode: runner/checks.py AOE_MODES
     path: str = "${output_dir}/aoe"
 
 

@@ -176,8 +176,10 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
         step_logger,
     ]
-    if not current_worker(cfg.device).is_chief:
+    if not current_worker(cfg.device).is_chief and not cfg.device.multi_worker:
         # Only rank 0 writes checkpoints; every rank keeps its own backup so that each can resume.
+        # (Under TensorFlow's multi-worker strategy every worker must save, since saving runs
+        # collectives; Keras writes a non-chief's copy to a temporary folder and deletes it.)
         callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.ModelCheckpoint)]
     if cfg.model.early_stopping_patience:
         callbacks.append(

@@ -67,7 +67,7 @@ def test_seed_experiment_reads_the_ascend_ttst_folder_with_a_frozen_backbone(flo
     assert cfg.model.handle == f"{flowers}/ttst" and cfg.model.trainable_backbone is False
     metrics = train(cfg)
     model = build_network(cfg.model, metrics["num_classes"], cfg.dataset.image_size)
-    assert [w.name for w in model.trainable_weights] == ["kernel", "bias"]  # the head only
+    assert [w.name for w in model.trainable_weights] == ["head/kernel:0", "head/bias:0"]  # the head only
 
 
 def test_hyperrule_decides_resolution_and_steps(flowers, tmp_path):

@@ -100,7 +100,8 @@ def test_two_workers_on_loopback_train_together(tmp_path):
     """MultiWorkerMirroredStrategy from TF_CONFIG, two real processes; only the chief checkpoints."""
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     run_dir = tmp_path / "run"
-    args = [*TINY_RUN, "epochs=1", "device.multi_worker=true", f"hydra.run.dir={run_dir}"]
+    args = [*TINY_RUN, "epochs=1", "steps_per_epoch=2", "dataset.val_fraction=0.05",
+            "device.multi_worker=true", f"hydra.run.dir={run_dir}"]
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "runner", *args], env={**runner_env(), "TF_CONFIG": tf_config(workers, i)},
@@ -108,7 +109,7 @@ def test_two_workers_on_loopback_train_together(tmp_path):
         )
         for i in range(2)
     ]
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 420
     try:
         codes = [p.wait(timeout=max(1, deadline - time.monotonic())) for p in processes]
     finally:

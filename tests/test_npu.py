@@ -95,7 +95,6 @@ def test_mixlist_needs_allow_mix_precision(precision, tmp_path):
         check_config(cfg)
 
 
-@needs_ascend_stack
 def test_fusion_switch_file_must_exist_on_the_npu(tmp_path):
     cfg = compose_config(
         ["device=npu", "debug=fusion_off", f"debug.fusion_off.file={tmp_path}/nope.cfg"], tmp_path
@@ -104,7 +103,6 @@ def test_fusion_switch_file_must_exist_on_the_npu(tmp_path):
         check_config(cfg)
 
 
-@needs_ascend_stack
 @pytest.mark.parametrize("env,message", [
     ({}, "RANK_SIZE, RANK_ID, RANK_TABLE_FILE are not set"),
     ({"RANK_SIZE": "8", "RANK_ID": "0"}, "RANK_TABLE_FILE is not set"),
