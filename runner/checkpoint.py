@@ -1,7 +1,7 @@
 """A finished run directory -> (config, model with its weights, class names).
 
 Shared by evaluate, predict and export. The model is rebuilt from the run's own config
-(`.hydra/config.yaml`) and its `.weights.h5` loaded into it, never reloaded from a `.keras` file:
+(`.hydra/config.yaml`) and its `*_weights.h5` loaded into it, never reloaded from a `.keras` file:
 a BiT model holding a SavedModel layer reloads only with safe_mode=False.
 """
 from __future__ import annotations
@@ -55,13 +55,13 @@ def load_run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> DictC
 
 
 def weights_file(run_dir: Path, which: str) -> Path:
-    """checkpoints/best.weights.h5 (best val_accuracy) or checkpoints/last.weights.h5 (final epoch)."""
+    """checkpoints/best_weights.h5 (best val_accuracy) or checkpoints/last_weights.h5 (final epoch)."""
     if which not in WEIGHTS_FILES:
         raise ConfigError(f"which={which!r} is not one of {', '.join(WEIGHTS_FILES)}.")
     path = run_dir / CHECKPOINTS / WEIGHTS_FILES[which]
     if not path.is_file():
         folder = run_dir / CHECKPOINTS
-        found = sorted(p.name for p in folder.glob("*.weights.h5")) if folder.is_dir() else []
+        found = sorted(p.name for p in folder.glob("*_weights.h5")) if folder.is_dir() else []
         raise ConfigError(
             f"{run_dir} has no checkpoint {CHECKPOINTS}/{WEIGHTS_FILES[which]} (found: "
             f"{', '.join(found) or 'no checkpoints at all'}): the run stopped before finishing an "

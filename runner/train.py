@@ -41,8 +41,10 @@ from runner.workers import current_worker, worker_run_dir
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
-BEST_WEIGHTS = "best.weights.h5"
-LAST_WEIGHTS = "last.weights.h5"
+# Keras 2's HDF5 weights, which both stacks read. (Not "*.weights.h5": for such names tf-keras
+# writes Keras 3's weights format, which TF 2.6's Keras cannot read.)
+BEST_WEIGHTS = "best_weights.h5"
+LAST_WEIGHTS = "last_weights.h5"
 LABELS_FILE = "labels.txt"
 BACKUP_DIR = "backup"  # under checkpoints/: Keras' BackupAndRestore, deleted when fit() ends
 RESUME_CONFIG = "resume_config.yaml"  # under checkpoints/: the config the backup was trained with

@@ -12,6 +12,8 @@ from runner.errors import ConfigError
 from runner.keras2 import keras, optimizers
 from tests.bit_fixtures import write_bit_savedmodel, write_tar_gz
 
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
 FEATURE_DIM = 16
 
 
@@ -109,12 +111,12 @@ def test_weights_checkpoint_rebuilds_the_same_model(handle, tmp_path):
     images, labels = dark_vs_bright()
     model = compile_for_bit(build_bit(2, handle), optimizers.SGD(0.1, momentum=0.9))
     model.fit(images, labels, batch_size=8, epochs=2, verbose=0)
-    model.save_weights(tmp_path / "bit.weights.h5")
+    model.save_weights(tmp_path / "bit_weights.h5")
     expected = model.predict(images, verbose=0)
 
     rebuilt = build_bit(2, handle)  # a fresh load of the SavedModel: the original weights
     assert not np.allclose(rebuilt.predict(images, verbose=0), expected)
-    rebuilt.load_weights(tmp_path / "bit.weights.h5")
+    rebuilt.load_weights(tmp_path / "bit_weights.h5")
     np.testing.assert_allclose(rebuilt.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
 
 

@@ -13,6 +13,8 @@ from tests.bit_fixtures import write_bit_savedmodel, write_tar_gz
 from tests.conftest import compose_config
 from tests.data_fixtures import write_tfds_folder
 
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
 SMALL_BIT = ["dataset.image_size=40", "model.crop_size=32", "batch_size=8", "log_steps=1"]
 
 
@@ -40,7 +42,7 @@ def bit_run(flowers, tmp_path_factory):
 def test_bit_trains_from_an_archive_and_writes_the_run_directory(bit_run):
     run_dir, metrics = bit_run
     assert metrics["model"] == "bit" and metrics["dataset"] == "tf_flowers"
-    for name in ("metrics.json", "history.csv", "checkpoints/best.weights.h5", "env.json"):
+    for name in ("metrics.json", "history.csv", "checkpoints/best_weights.h5", "env.json"):
         assert (run_dir / name).is_file(), name
     with open(run_dir / "history.csv") as f:
         losses = [float(r["loss"]) for r in csv.DictReader(f)]
@@ -53,9 +55,9 @@ def test_bit_checkpoint_reloads_and_predicts_the_same(bit_run):
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     images = np.random.default_rng(0).uniform(0, 255, (3, 40, 40, 3)).astype("float32")
     first = build_network(cfg.model, metrics["num_classes"], cfg.dataset.image_size)
-    first.load_weights(run_dir / "checkpoints" / "best.weights.h5")
+    first.load_weights(run_dir / "checkpoints" / "best_weights.h5")
     second = build_network(cfg.model, metrics["num_classes"], cfg.dataset.image_size)
-    second.load_weights(run_dir / "checkpoints" / "best.weights.h5")
+    second.load_weights(run_dir / "checkpoints" / "best_weights.h5")
     np.testing.assert_allclose(first.predict(images, verbose=0), second.predict(images, verbose=0))
     assert np.abs(first.get_layer("head").get_weights()[0]).sum() > 0  # the zero head learned
 

@@ -6,6 +6,8 @@ from runner.checks import check_config
 from runner.errors import ConfigError
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
 
 def error_for(overrides, tmp_path) -> str:
     with pytest.raises(ConfigError) as info:

@@ -8,6 +8,8 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from tests.conftest import CONF_DIR, compose_config
 
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
 GROUPS = ["dataset", "model", "device", "precision", "debug", "experiment"]
 
 

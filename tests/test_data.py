@@ -10,6 +10,8 @@ from data.pipeline import PipelineSpec, make_batches
 from data.tfds_folder import load_tfds_splits
 from tests.data_fixtures import write_image_folder, write_tfds_folder
 
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
 
 def count(ds: tf.data.Dataset) -> int:
     return sum(1 for _ in ds)

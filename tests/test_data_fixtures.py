@@ -1,9 +1,12 @@
 """The TFDS folder fixture writes the layout users prepare, on TFDS 4.6.0 (Ascend) and 4.9.x alike."""
 from __future__ import annotations
 
+import pytest
 import tensorflow_datasets as tfds
 
 from tests.data_fixtures import write_tfds_folder
+
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
 
 
 def test_tfds_folder_has_the_prepared_layout_and_slices_into_disjoint_parts(tmp_path):

@@ -124,5 +124,5 @@ def test_two_workers_on_loopback_train_together(tmp_path):
     assert env["device"]["strategy"] == "CollectiveAllReduceStrategy" and env["device"]["replicas"] == 2
     assert chief["RankSize"] == 2 and chief["CaseName"].endswith("_2p_acc")
     assert chief["train_loss"] == pytest.approx(other["train_loss"])  # one model, trained together
-    assert (run_dir / "checkpoints" / "last.weights.h5").is_file()
-    assert not list((run_dir / "rank_1").rglob("*.weights.h5"))
+    assert (run_dir / "checkpoints" / "last_weights.h5").is_file()
+    assert not list((run_dir / "rank_1").rglob("*_weights.h5"))

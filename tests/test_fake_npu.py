@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
 FAKE_NPU_DIR = Path(__file__).resolve().parent / "fake_npu"
 NPU_ENV = (
     "ASCEND_DEVICE_ID", "RANK_SIZE", "RANK_ID", "RANK_TABLE_FILE", "CM_WORKER_SIZE", "CM_CHIEF_IP",

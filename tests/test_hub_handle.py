@@ -10,6 +10,8 @@ from models.hub_handle import resolve_handle
 from runner.errors import ConfigError
 from tests.bit_fixtures import write_bit_savedmodel, write_tar_gz
 
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
 BIT_URL = "https://tfhub.dev/google/bit/m-r50x1/1"
 
 

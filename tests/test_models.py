@@ -1,9 +1,12 @@
 """The resizer recipe's networks, checked against the published shapes and parameter counts."""
 
 import numpy as np
+import pytest
 
 from models.resizer import build_resizer_densenet, learnable_resizer
 from runner.keras2 import keras
+
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
 
 
 def test_learnable_resizer_has_the_papers_12163_weights():

@@ -23,7 +23,7 @@ from tests.conftest import (
     runner_env,
 )
 
-pytestmark = pytest.mark.ascend_stack
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
 
 PRECISIONS = [
     "force_fp32", "allow_fp32_to_fp16", "force_fp16", "must_keep_origin_dtype", "allow_mix_precision",
@@ -254,7 +254,7 @@ def test_npu_run_scales_the_float16_loss_on_the_device_and_runs_single_card(npu_
 @needs_ascend_stack
 def test_npu_run_writes_its_run_directory_with_the_ascend_figures(npu_run):
     run_dir, metrics, _ = npu_run
-    for name in ("train.log", "env.json", "metrics.json", "checkpoints/last.weights.h5"):
+    for name in ("train.log", "env.json", "metrics.json", "checkpoints/last_weights.h5"):
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     assert metrics["precision_policy"] == "float32"  # the NPU applies precision_mode itself
@@ -313,8 +313,8 @@ def test_each_card_writes_its_own_folder_and_only_rank_0_checkpoints(two_card_ru
     other = json.loads((run_dir / "rank_1" / "metrics.json").read_text())
     assert (chief["RankSize"], chief["CaseName"]) == (2, "resizer_densenet_bs16_2p_acc")
     assert other["RankSize"] == 2
-    assert (run_dir / "checkpoints" / "last.weights.h5").is_file()
-    assert not list((run_dir / "rank_1").rglob("*.weights.h5"))
+    assert (run_dir / "checkpoints" / "last_weights.h5").is_file()
+    assert not list((run_dir / "rank_1").rglob("*_weights.h5"))
 
 
 @needs_ascend_stack

@@ -10,6 +10,8 @@ from runner.hyperrule import apply_hyperrule, bit_hyperrule
 from runner.optim import base_learning_rate, build_schedule, uses_one_hot_labels
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
 
 def lr_at(schedule, step: int) -> float:
     return float(schedule(step)) if callable(schedule) else float(schedule)

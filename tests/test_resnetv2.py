@@ -11,6 +11,8 @@ from runner.errors import ConfigError
 from runner.keras2 import keras, optimizers
 from tests.bit_fixtures import bit_npz_shapes, write_bit_npz
 
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
 TINY = {"block_units": (2, 1), "width_factor": 0.5}  # 32-channel root, 256-d features
 
 

@@ -23,6 +23,8 @@ from runner.resume import (
 )
 from tests.conftest import compose_config, runner_env
 
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
 RESUMABLE_RUN = ["batch_size=16", "epochs=2", "steps_per_epoch=3", "log_steps=1",
                  "dataset.val_fraction=0.05"]
 
@@ -109,7 +111,7 @@ def test_early_stopping_patience_counts_the_epochs_before_the_resume(tmp_path):
     from runner.keras2 import keras
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    best_file = tmp_path / "best.weights.h5"
+    best_file = tmp_path / "best_weights.h5"
     model.save_weights(best_file)
     best = model.get_weights()
     model.set_weights([w + 1.0 for w in best])  # the weights the backup restored: the last epoch's

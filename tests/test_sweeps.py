@@ -53,7 +53,7 @@ def test_each_job_gets_a_readable_folder_with_the_run_contract(sweep):
     assert jobs == sorted([BAD_JOB, FINISHED_JOB])  # no seed, no paths in the names
     finished = sweep_dir / FINISHED_JOB
     for name in ("train.log", "history.csv", "metrics.json", "status.json", "env.json",
-                 ".hydra/config.yaml", ".hydra/overrides.yaml", "checkpoints/best.weights.h5"):
+                 ".hydra/config.yaml", ".hydra/overrides.yaml", "checkpoints/best_weights.h5"):
         assert (finished / name).is_file(), name
     assert read_json(finished / "status.json")["status"] == "finished"
 

@@ -13,6 +13,8 @@ from runner.train import progress_verbosity, train
 from tests.conftest import TINY_RUN, compose_config
 from tests.data_fixtures import write_image_folder, write_tfds_folder
 
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
 METRIC_KEYS = {
     "val_accuracy", "val_loss", "train_accuracy", "train_loss", "epochs_completed",
     "images_per_sec", "wall_seconds",
@@ -29,7 +31,7 @@ def quick_run(tmp_path_factory):
 def test_run_directory_holds_the_contract(quick_run):
     run_dir, metrics = quick_run
     for name in ("train.log", "history.csv", "metrics.json", "env.json", ".hydra/config.yaml",
-                 "checkpoints/best.weights.h5", "checkpoints/last.weights.h5",
+                 "checkpoints/best_weights.h5", "checkpoints/last_weights.h5",
                  "checkpoints/labels.txt"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
@@ -66,11 +68,23 @@ def test_env_json_names_versions_and_device(quick_run):
     assert "git_commit" in env and env["python"].count(".") == 2
 
 
+def test_checkpoints_are_keras2_hdf5_that_both_stacks_read(quick_run):
+    """Keras 2's HDF5 weights layout (TF 2.6's Keras reads only this one); tf-keras writes Keras 3's
+    layout ("vars" groups) for names ending in .weights.h5, which TF 2.6 cannot read."""
+    import h5py
+
+    for name in ("best_weights.h5", "last_weights.h5"):
+        with h5py.File(quick_run[0] / "checkpoints" / name, "r") as weights:
+            assert "layer_names" in weights.attrs and "vars" not in weights, name
+            version = weights.attrs["keras_version"]
+            assert (version.decode() if isinstance(version, bytes) else version).startswith("2.")
+
+
 def test_best_checkpoint_rebuilds_from_the_runs_own_config(quick_run):
     run_dir, metrics = quick_run
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     model = build_network(cfg.model, metrics["num_classes"], cfg.dataset.image_size)
-    model.load_weights(run_dir / "checkpoints" / "last.weights.h5")
+    model.load_weights(run_dir / "checkpoints" / "last_weights.h5")
     probs = model.predict(np.zeros((2, 64, 64, 3), np.float32), verbose=0)
     assert probs.shape == (2, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
