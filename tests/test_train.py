@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from runner.errors import ConfigError
 from runner.keras2 import keras
 from runner.network import build_network
 from runner.train import progress_verbosity, train
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import ON_ASCEND_STACK, TINY_RUN, compose_config
 from tests.data_fixtures import write_image_folder, write_tfds_folder
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
@@ -140,3 +141,24 @@ def test_progress_bar_on_a_terminal_plain_lines_elsewhere(tmp_path):
         assert progress_verbosity(file, {}) == 0
     assert progress_verbosity(_Terminal(), {}) == 1
     assert progress_verbosity(_Terminal(), {"CI": "true"}) == 0
+
+
+def test_jit_compile_and_determinism_where_the_stack_has_them(monkeypatch):
+    """TF >= 2.8 switches both at run time; TF 2.6 (the Ascend stack) has no Model.compile
+    jit_compile and reads TF_DETERMINISTIC_OPS only at start-up: clear refusals, naming the fix."""
+    from runner.keras2 import compile_options, set_op_determinism
+
+    assert compile_options(None) == {}
+    monkeypatch.delenv("TF_DETERMINISTIC_OPS", raising=False)
+    if ON_ASCEND_STACK:
+        assert compile_options(False) == {}
+        with pytest.raises(ConfigError, match="jit_compile=true.*TensorFlow 2.8.*requirements.txt"):
+            compile_options(True)
+        with pytest.raises(ConfigError, match="TF_DETERMINISTIC_OPS=1 python -m runner"):
+            set_op_determinism(True)
+        monkeypatch.setenv("TF_DETERMINISTIC_OPS", "1")
+        set_op_determinism(True)  # set before start-up, as asked: accepted
+    else:
+        assert compile_options(True) == {"jit_compile": True}
+        set_op_determinism(True)
+        set_op_determinism(False)
