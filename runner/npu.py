@@ -41,7 +41,9 @@ LOSS_SCALED_MODES = {
 def import_npu_device():
     try:
         import npu_device
-    except ImportError:
+    except ImportError as error:
+        if error.name != "npu_device":  # present, but something it imports is not
+            raise _unimportable(error) from None
         raise ConfigError(
             "device=npu needs the `npu_device` package, which ships with CANN's TensorFlow "
             "adapter (not on PyPI). On the Ascend stack (Python 3.9, `pip install -r "
@@ -49,14 +51,18 @@ def import_npu_device():
             "/usr/local/Ascend/ascend-toolkit/set_env.sh`; check with `python -c \"import "
             "npu_device; npu_device.open().as_default()\"`. Or run with device=cpu or device=gpu."
         ) from None
-    except Exception as error:  # under a newer Keras it fails with AttributeError
-        raise ConfigError(
-            f"`import npu_device` failed under {STACK} ({type(error).__name__}: {error}). CANN's "
-            "adapter is built for TensorFlow 2.6.5 and Keras 2.6 only: run device=npu on the "
-            "Ascend stack (Python 3.9, `pip install -r requirements-ascend.txt`), or use "
-            "device=cpu or device=gpu here."
-        ) from None
+    except Exception as error:  # under a newer Keras: AttributeError
+        raise _unimportable(error) from None
     return npu_device
+
+
+def _unimportable(error: Exception) -> ConfigError:
+    return ConfigError(
+        f"`import npu_device` failed under {STACK} ({type(error).__name__}: {error}). CANN's "
+        "adapter is built for TensorFlow 2.6.5 and Keras 2.6 only: run device=npu on the "
+        "Ascend stack (Python 3.9, `pip install -r requirements-ascend.txt`), or use "
+        "device=cpu or device=gpu here."
+    )
 
 
 def npu_options(cfg: Any) -> dict[str, Any]:

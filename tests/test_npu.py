@@ -147,10 +147,15 @@ def test_default_stack_refuses_device_npu_naming_the_ascend_stack(tmp_path):
 
 
 @pytest.mark.skipif(ON_ASCEND_STACK, reason="the default stack's refusal")
-def test_default_stack_explains_an_npu_device_that_cannot_import():
-    """The real adapter, like its fake, fails to import under Keras 3 (AttributeError)."""
-    with fake_npu_installed(), pytest.raises(ConfigError) as raised:
-        import_npu_device()
+def test_default_stack_explains_an_npu_device_that_cannot_import(monkeypatch):
+    """The real adapter, like its fake, is present but fails to import under TF 2.21's Keras."""
+    monkeypatch.syspath_prepend(str(FAKE_NPU_DIR))
+    try:
+        with pytest.raises(ConfigError) as raised:
+            import_npu_device()
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] == "npu_device"]:
+            del sys.modules[name]
     assert "import npu_device` failed" in str(raised.value)
     assert "requirements-ascend.txt" in str(raised.value) and "\n" not in str(raised.value)
 
