@@ -18,6 +18,22 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 TINY_RUN = ["batch_size=16", "epochs=2", "steps_per_epoch=3", "log_steps=1"]
 
 
+@pytest.fixture(scope="session")
+def toy_bit_run(tmp_path_factory) -> list[str]:
+    """Overrides for the cheapest real run, where the network is not what a test is about (process
+    boundaries, several workers): BiT's recipe through a tiny SavedModel with TF-Hub's interface
+    (tests/bit_fixtures.py) on digits at 32 px, two short epochs. A few seconds of training,
+    against tens of seconds for DenseNet-121."""
+    from tests.bit_fixtures import write_bit_savedmodel
+
+    handle = write_bit_savedmodel(tmp_path_factory.mktemp("toy_bit") / "savedmodel", 16)
+    return [
+        "model=bit", f"model.handle={handle}", "dataset=digits", "dataset.image_size=32",
+        "model.crop_size=24", "model.early_stopping_patience=0", "batch_size=16", "epochs=2",
+        "steps_per_epoch=3", "log_steps=1", "dataset.val_fraction=0.05",
+    ]
+
+
 def compose_config(overrides: list[str], output_dir: Path | None = None):
     """The composed config for these overrides; output_dir stands in for Hydra's run folder."""
     extra = [f"output_dir={output_dir}"] if output_dir is not None else []

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ON_ASCEND_STACK, TINY_RUN, runner_env
+from tests.conftest import ON_ASCEND_STACK, runner_env
 
 
 def run_runner(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -18,9 +18,9 @@ def imports_tensorflow(result: subprocess.CompletedProcess) -> bool:
     return any(line.rstrip().endswith("| tensorflow") for line in result.stderr.splitlines())
 
 
-def test_a_real_run_writes_its_run_directory(tmp_path):
+def test_a_real_run_writes_its_run_directory(tmp_path, toy_bit_run):
     run_dir = tmp_path / "run"
-    result = run_runner(*TINY_RUN, f"hydra.run.dir={run_dir}")
+    result = run_runner(*toy_bit_run, f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_completed"] == 2

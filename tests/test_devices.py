@@ -96,12 +96,11 @@ def test_multi_worker_input_is_split_by_element_not_by_file(tmp_path):
             assert split.options().experimental_distribute.auto_shard_policy == expected
 
 
-def test_two_workers_on_loopback_train_together(tmp_path):
+def test_two_workers_on_loopback_train_together(tmp_path, toy_bit_run):
     """MultiWorkerMirroredStrategy from TF_CONFIG, two real processes; only the chief checkpoints."""
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     run_dir = tmp_path / "run"
-    args = [*TINY_RUN, "epochs=1", "steps_per_epoch=2", "dataset.val_fraction=0.05",
-            "device.multi_worker=true", f"hydra.run.dir={run_dir}"]
+    args = [*toy_bit_run, "epochs=1", "device.multi_worker=true", f"hydra.run.dir={run_dir}"]
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "runner", *args], env={**runner_env(), "TF_CONFIG": tf_config(workers, i)},
@@ -122,7 +121,7 @@ def test_two_workers_on_loopback_train_together(tmp_path):
     env = json.loads((run_dir / "env.json").read_text())
     # TensorFlow's own name for tf.distribute.MultiWorkerMirroredStrategy
     assert env["device"]["strategy"] == "CollectiveAllReduceStrategy" and env["device"]["replicas"] == 2
-    assert chief["RankSize"] == 2 and chief["CaseName"].endswith("_2p_acc")
+    assert chief["RankSize"] == 2 and chief["CaseName"] == "bit_bs16_2p_acc"
     assert chief["train_loss"] == pytest.approx(other["train_loss"])  # one model, trained together
     assert (run_dir / "checkpoints" / "last_weights.h5").is_file()
     assert not list((run_dir / "rank_1").rglob("*_weights.h5"))
