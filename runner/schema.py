@@ -160,7 +160,7 @@ class RunConfig:
     static_shape: Optional[bool] = None
     log_steps: int = 10
     case_kind: CaseKind = CaseKind.acc
-    jit_compile: Optional[bool] = None  # null: Keras' "auto" (XLA on GPUs, off on CPUs)
+    jit_compile: Optional[bool] = None  # null: Keras 2's default (off); true needs TF >= 2.8
     steps_per_execution: int = 1
     threads: ThreadsConfig = field(default_factory=ThreadsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
