@@ -23,6 +23,9 @@ class PipelineSpec:
     cache: bool = False  # keep decoded, resized images in memory after the first epoch
     shuffle_buffer: int = 10_000
     seed: int = 0
+    # Training decodes in parallel in whatever order finishes first, unless the run must repeat
+    # exactly (TF >= 2.9's op determinism would force this; TF 2.6's TF_DETERMINISTIC_OPS does not).
+    deterministic: bool = False
 
 
 def decode_and_resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -57,7 +60,7 @@ def make_batches(ds: tf.data.Dataset, spec: PipelineSpec, training: bool) -> tf.
     ds = ds.map(
         lambda image, label: (decode_and_resize(image, spec.image_size), label),
         num_parallel_calls=AUTOTUNE,
-        deterministic=not training,
+        deterministic=spec.deterministic or not training,
     )
     if spec.cache:
         ds = ds.cache()

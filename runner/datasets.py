@@ -117,6 +117,7 @@ def build_splits(
         drop_remainder=drop_remainder,
         cache=should_cache(cfg, (train_examples + val_examples) * image_size**2 * 3 * 4),
         seed=cfg.seed,
+        deterministic=cfg.deterministic,
     )
     train = make_batches(train, replace(spec, batch_size=train_batch), training=True)
     val = make_batches(val, replace(spec, flip=False, crop_size=None, mixup_alpha=0.0), training=False)
