@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,6 +56,17 @@ def _keras_global_state():
         from runner.keras2 import reset_session
 
         reset_session()
+
+
+def wait_for_all(processes: list[subprocess.Popen], timeout: float) -> list[int]:
+    """The exit codes of processes started together; any still running after `timeout` is killed."""
+    deadline = time.monotonic() + timeout
+    try:
+        return [p.wait(timeout=max(1, deadline - time.monotonic())) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
 
 
 def runner_env() -> dict[str, str]:

@@ -4,7 +4,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import tensorflow as tf
@@ -12,7 +11,7 @@ import tensorflow as tf
 from runner.errors import ConfigError
 from runner.precision import policy_for
 from runner.workers import Worker, current_worker, worker_run_dir
-from tests.conftest import TINY_RUN, compose_config, runner_env
+from tests.conftest import TINY_RUN, compose_config, runner_env, wait_for_all
 
 HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
 
@@ -108,13 +107,7 @@ def test_two_workers_on_loopback_train_together(tmp_path, toy_bit_run):
         )
         for i in range(2)
     ]
-    deadline = time.monotonic() + 420
-    try:
-        codes = [p.wait(timeout=max(1, deadline - time.monotonic())) for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
+    codes = wait_for_all(processes, timeout=420)
     assert codes == [0, 0], (tmp_path / "worker1.err").read_text()[-3000:]
     chief = json.loads((run_dir / "metrics.json").read_text())
     other = json.loads((run_dir / "rank_1" / "metrics.json").read_text())

@@ -5,7 +5,6 @@ order and optimizer patches) on one card and on two cards in two processes."""
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -21,6 +20,7 @@ from tests.conftest import (
     fake_npu_installed,
     needs_ascend_stack,
     runner_env,
+    wait_for_all,
 )
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
@@ -296,13 +296,7 @@ def two_card_run(tmp_path_factory):
              f"hydra.run.dir={run_dir}"],
             env=env, stdout=subprocess.DEVNULL, stderr=open(root / f"rank{rank}.err", "w"),
         ))
-    deadline = time.monotonic() + 400
-    try:
-        codes = [p.wait(timeout=max(1, deadline - time.monotonic())) for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
+    codes = wait_for_all(processes, timeout=400)
     assert codes == [0, 0], (root / "rank1.err").read_text()[-3000:]
     fakes = [json.loads((root / f"fake{rank}.json").read_text()) for rank in range(2)]
     return run_dir, fakes

@@ -109,31 +109,28 @@ def _apply_gradients(self, parent_apply_gradients, grads_and_vars, name):
     return tf.group(maybe_apply_op, loss_scale_update_op)
 
 
-class NpuLossScaleOptimizer(tf.keras.mixed_precision.LossScaleOptimizer):
+class _NpuPath:
+    """What both classes add to their Keras parent: `last_step_finite` and the NPU path."""
+
+    @property
+    def last_step_finite(self):
+        return self._last_step_finite
+
+    def apply_gradients(self, grads_and_vars, name=None):
+        return _apply_gradients(self, super().apply_gradients, grads_and_vars, name)
+
+
+class NpuLossScaleOptimizer(_NpuPath, tf.keras.mixed_precision.LossScaleOptimizer):
     _HAS_AGGREGATE_GRAD = True
 
     def __init__(self, inner_optimizer, dynamic=True, initial_scale=None, dynamic_growth_steps=None):
         super().__init__(inner_optimizer, dynamic, initial_scale, dynamic_growth_steps)
         self._last_step_finite = _new_last_step_finite()
 
-    @property
-    def last_step_finite(self):
-        return self._last_step_finite
 
-    def apply_gradients(self, grads_and_vars, name=None):
-        return _apply_gradients(self, super().apply_gradients, grads_and_vars, name)
-
-
-class NpuExperimentalLossScaleOptimizer(tf.keras.mixed_precision.experimental.LossScaleOptimizer):
+class NpuExperimentalLossScaleOptimizer(_NpuPath, tf.keras.mixed_precision.experimental.LossScaleOptimizer):
     """The same for the deprecated experimental class (not exported by the adapter either)."""
 
     def __init__(self, optimizer, loss_scale):
         super().__init__(optimizer, loss_scale)
         self._last_step_finite = _new_last_step_finite()
-
-    @property
-    def last_step_finite(self):
-        return self._last_step_finite
-
-    def apply_gradients(self, grads_and_vars, name=None):
-        return _apply_gradients(self, super().apply_gradients, grads_and_vars, name)
