@@ -90,7 +90,7 @@ needs_ascend_stack = pytest.mark.skipif(
 )
 
 
-def _forget_npu_device() -> None:
+def forget_npu_device() -> None:
     for name in [m for m in sys.modules if m == "npu_device" or m.startswith("npu_device.")]:
         del sys.modules[name]
 
@@ -104,14 +104,14 @@ def fake_npu_installed(env: dict[str, str] | None = None):
             patch.delenv(name, raising=False)
         for name, value in (env or {}).items():
             patch.setenv(name, value)
-        _forget_npu_device()
+        forget_npu_device()
         try:
             import npu_device
 
             npu_device._fake.reset()  # after the environment is set: it reads NPU_LOOP_SIZE
             yield npu_device
         finally:
-            _forget_npu_device()
+            forget_npu_device()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from tests.conftest import (
     TINY_RUN,
     compose_config,
     fake_npu_installed,
+    forget_npu_device,
     needs_ascend_stack,
     runner_env,
     wait_for_all,
@@ -154,8 +155,7 @@ def test_default_stack_explains_an_npu_device_that_cannot_import(monkeypatch):
         with pytest.raises(ConfigError) as raised:
             import_npu_device()
     finally:
-        for name in [m for m in sys.modules if m.split(".")[0] == "npu_device"]:
-            del sys.modules[name]
+        forget_npu_device()
     assert "import npu_device` failed" in str(raised.value)
     assert "requirements-ascend.txt" in str(raised.value) and "\n" not in str(raised.value)
 
