@@ -8,6 +8,7 @@ from pathlib import Path
 
 from runner.errors import RunInterrupted
 from runner.keras2 import keras
+from runner.modelzoo import ConsoleLines
 from runner.report import read_history
 from runner.resume import StopSignals, backup_epoch, trim_history
 
@@ -90,6 +91,33 @@ class StepLogger(keras.callbacks.Callback):
             epoch + 1, self.epochs, figures, time.perf_counter() - self.epoch_start,
             self.images_per_sec,
         )
+
+
+class ModelZooLines(keras.callbacks.Callback):
+    """Hands Keras' hooks to a recipe's ConsoleLines (runner/modelzoo.py), which prints the
+    ModelZoo train.py's lines and keeps the figures its scripts read from them."""
+
+    def __init__(self, console: ConsoleLines):
+        super().__init__()
+        self.console = console
+
+    def on_train_begin(self, logs=None):
+        self.console.train_begin(self.params)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.console.epoch_begin(epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.console.batch_begin(batch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.console.batch_end(batch, float((logs or {}).get("loss", float("nan"))))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.console.epoch_end(epoch, {k: float(v) for k, v in (logs or {}).items()})
+
+    def on_train_end(self, logs=None):
+        self.console.train_end()
 
 
 class HistoryResume(keras.callbacks.Callback):

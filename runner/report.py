@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runner.modelzoo import case_name
+
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 METRICS_FILE = "metrics.json"
@@ -110,12 +112,14 @@ def _number(text: str) -> float:
 
 
 def ascend_figures(metrics: dict[str, Any], seconds_per_step: float, rank_size: int,
-                   case_kind: str) -> dict[str, Any]:
-    """The figures the Ascend scripts' shell wrappers report, under their names.
+                   case_kind: str, network: str | None = None) -> dict[str, Any]:
+    """The figures the Ascend scripts' shell wrappers report, under their names, as the runner
+    measures them (a `modelzoo=` run replaces the first four by its recipe's: runner/modelzoo.py).
 
-    ActualFPS is the whole run's throughput (the global batch per step), as their 8p scripts
-    report it; TrainingTime is milliseconds per step; E2ETrainingTime seconds end to end;
-    TrainAccuracy the final evaluation's accuracy (what their scripts take from the last eval line).
+    ActualFPS is the whole run's steady-state throughput (the global batch per step);
+    TrainingTime milliseconds per step; TrainAccuracy the final evaluation's val_accuracy;
+    ActualLoss the last epoch's mean training loss; E2ETrainingTime the run's seconds.
+    CaseName starts with the ModelZoo network's name, or the model's when there is none.
     """
     return {
         "ActualFPS": metrics["images_per_sec"],
@@ -126,5 +130,5 @@ def ascend_figures(metrics: dict[str, Any], seconds_per_step: float, rank_size: 
         "DeviceType": metrics["device"],
         "RankSize": rank_size,
         "BatchSize": metrics["batch_size"],
-        "CaseName": f"{metrics['model']}_bs{metrics['batch_size']}_{rank_size}p_{case_kind}",
+        "CaseName": case_name(network or metrics["model"], metrics["batch_size"], rank_size, case_kind),
     }

@@ -58,6 +58,14 @@ class CaseKind(Choice):
 
     acc = "acc"
     perf = "perf"
+    dynamic_perf = "dynamic_perf"  # BiT's train_performance_1p_dynamic_eval.sh
+
+
+class ModelZoo(Choice):
+    """Whose ModelZoo train.py's console lines and figures a run reproduces (runner/modelzoo.py)."""
+
+    bit = "bit"
+    learnable_resizer = "learnable_resizer"
 
 
 @dataclass
@@ -160,6 +168,7 @@ class RunConfig:
     static_shape: Optional[bool] = None
     log_steps: int = 10
     case_kind: CaseKind = CaseKind.acc
+    modelzoo: Optional[ModelZoo] = None
     jit_compile: Optional[bool] = None  # null: Keras 2's default (off); true needs TF >= 2.8
     steps_per_execution: int = 1
     threads: ThreadsConfig = field(default_factory=ThreadsConfig)

@@ -243,6 +243,31 @@ def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig) -> N
         )
 
 
+def _modelzoo_console(cfg: DictConfig):
+    """The recipe's ConsoleLines for a `modelzoo=` run (runner/modelzoo.py), else None."""
+    if cfg.modelzoo is None:
+        return None
+    from runner.modelzoo import CONSOLES
+
+    return CONSOLES[str(cfg.modelzoo)](cfg.batch_size, cfg.log_steps, cfg.epochs)
+
+
+def _figures(cfg: DictConfig, metrics: dict[str, Any], step_logger, console, rank_size: int,
+             run_dir: Path) -> dict[str, Any]:
+    """metrics.json's Ascend figures; a `modelzoo=` run's are its recipe's, and it writes the
+    loss file that recipe's scripts extract."""
+    from runner.modelzoo import NETWORKS, loss_file_name
+
+    case = str(cfg.case_kind)
+    network = NETWORKS[str(cfg.modelzoo)] if console is not None else None
+    figures = ascend_figures(metrics, step_logger.seconds_per_step, rank_size, case, network)
+    if console is not None:
+        figures.update(console.figures(case))
+        losses = "".join(f"{loss}\n" for loss in console.losses(case))
+        (run_dir / loss_file_name(figures["CaseName"])).write_text(losses)
+    return figures
+
+
 def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str, Any]:
     from runner.debug import tf_debug_tools
     from runner.device import build_strategy, configure_threads, describe_devices
@@ -268,7 +293,7 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str
 
 def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clock: RunClock,
                       debug_callbacks: list) -> dict[str, Any]:
-    from runner.callbacks import StepLogger
+    from runner.callbacks import ModelZooLines, StepLogger
     from runner.datasets import build_splits, load_source
     from runner.npu import multi_card_callbacks, training_shard
 
@@ -290,6 +315,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
     log.info("model %s: %s parameters", model.name, f"{model.count_params():,}")
 
     step_logger = StepLogger(cfg.log_steps, cfg.batch_size, cfg.epochs)
+    console = _modelzoo_console(cfg)
     train_data = splits.train.repeat() if cfg.steps_per_epoch else splits.train
     with StopSignals() as signals:
         model.fit(
@@ -298,9 +324,11 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
             epochs=cfg.epochs,
             steps_per_epoch=cfg.steps_per_epoch,
             callbacks=[*_callbacks(cfg, run_dir, step_logger, signals),
-                       *multi_card_callbacks(cfg.device), *debug_callbacks],
+                       *multi_card_callbacks(cfg.device), *debug_callbacks,
+                       *([ModelZooLines(console)] if console else [])],
             shuffle=False,  # the pipeline shuffles
-            verbose=progress_verbosity(sys.stdout, os.environ),
+            # A modelzoo run prints Keras 2.6's verbose=2 epoch lines itself, on both stacks.
+            verbose=0 if console else progress_verbosity(sys.stdout, os.environ),
         )
     _remove_if_empty(run_dir / CHECKPOINTS / BACKUP_DIR)  # Keras deleted its content when fit() ended
     # history.csv, not fit()'s History: it holds the epochs of earlier attempts too.
@@ -325,7 +353,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
         "num_classes": len(splits.class_names),
     }
     rank_size = max(strategy.num_replicas_in_sync, current_worker(cfg.device).size)
-    figures = ascend_figures(metrics, step_logger.seconds_per_step, rank_size, cfg.case_kind)
+    figures = _figures(cfg, metrics, step_logger, console, rank_size, run_dir)
     metrics.update(figures)
     write_json_atomic(run_dir / METRICS_FILE, metrics)
     write_status(run_dir, FINISHED, wall_seconds=metrics["wall_seconds"])
