@@ -1,9 +1,11 @@
-"""The Ascend ModelZoo scripts' command lines on top of the runner.
+"""The Ascend ModelZoo scripts' command lines and outputs on top of the runner.
 
-`scripts/ascend/<recipe>/<script>.sh --data_path=... [flags]` -> `python -m runner.ascend <recipe>
-<script> [flags]` -> Hydra overrides -> `python -m runner` -> the closing figures the ModelZoo
-scripts print (ActualFPS, TrainingTime, TrainAccuracy, ActualLoss, E2ETrainingTime), read from
-the run's metrics.json. Both recipes' scripts share this one translation.
+`cd scripts/ascend/<recipe>/test && bash <script>.sh --data_path=... [flags]` -> `python -m
+runner.ascend <that test folder> <script> [flags]` -> Hydra overrides -> `python -m runner` with
+its console (stdout and stderr) in `test/output/$ASCEND_DEVICE_ID/train_$ASCEND_DEVICE_ID.log`,
+in the original train.py's line formats (runner/modelzoo.py) -> the originals' closing lines
+and `<CaseName>.log`, from the run's metrics.json. Both recipes' scripts share this module;
+what still differs from the originals, and why: docs/ascend.md.
 """
 from __future__ import annotations
 
@@ -18,30 +20,50 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ConfigError
+from runner.modelzoo import DYNAMIC_PERF, FIGURE_TEXT, NETWORKS
 
+FULL = "train_full_1p"
 PERFORMANCE_STATIC = "train_performance_1p_static_eval"
 PERFORMANCE_DYNAMIC = "train_performance_1p_dynamic_eval"
-FULL = "train_full_1p"
+PERFORMANCE = "train_performance_1p"  # the resizer's only
+
+
+@dataclass(frozen=True)
+class Script:
+    epochs: int | None  # None: the recipe's own (the full scripts)
+    static: bool  # drop_remainder, the originals' --eval_static / --static
+    case: str  # CaseName's suffix
+    e2e_early: bool = False  # the dynamic scripts write E2ETrainingTime 4th in <CaseName>.log
 
 
 @dataclass(frozen=True)
 class Recipe:
-    network: str  # the ModelZoo network name, the start of CaseName
     experiment: str  # conf/experiment/<name>.yaml: the seed, exactly
-    perf_epochs: int  # the performance scripts' short run
+    log_steps: int  # the original train.py's default: its scripts do not pass --log_steps
     has_auto_tune: bool  # only the resizer's script takes --auto_tune
+    scripts: dict[str, Script]
 
 
 RECIPES = {
-    "bit": Recipe("bit_ID2496_for_TensorFlow2.X", "bit_flowers", perf_epochs=3, has_auto_tune=False),
-    "learnable_resizer": Recipe(
-        "learnable_resizer_ID2518_for_TensorFlow2.X", "resizer_cats_vs_dogs", perf_epochs=1,
-        has_auto_tune=True,
-    ),
+    "bit": Recipe("bit_flowers", log_steps=1, has_auto_tune=False, scripts={
+        FULL: Script(None, True, "acc"),
+        PERFORMANCE_STATIC: Script(5, True, "perf"),
+        PERFORMANCE_DYNAMIC: Script(1, False, DYNAMIC_PERF, e2e_early=True),
+    }),
+    "learnable_resizer": Recipe("resizer_cats_vs_dogs", log_steps=145, has_auto_tune=True, scripts={
+        FULL: Script(None, True, "acc"),
+        PERFORMANCE_STATIC: Script(3, True, "perf"),
+        PERFORMANCE_DYNAMIC: Script(1, False, "perf", e2e_early=True),
+        PERFORMANCE: Script(2, False, "perf"),
+    }),
 }
-# script -> static_shape it fixes (None: the device decides, static on the NPU).
-SCRIPTS = {FULL: None, PERFORMANCE_STATIC: True, PERFORMANCE_DYNAMIC: False}
 DEFAULT_PRECISION = "allow_mix_precision"  # the ModelZoo scripts' precision_mode default
+# The debug tools' folders the originals make under the recipe folder (their ${cur_path}/output).
+DEBUG_FOLDERS = {"over_dump_path": "overflow_dump", "data_dump_path": "data_dump",
+                 "profiling_dump_path": "profiling"}
+LOG_KEYS = ("Network", "RankSize", "BatchSize", "DeviceType", "CaseName", "ActualFPS",
+            "TrainingTime", "TrainAccuracy", "ActualLoss", "E2ETrainingTime")
+SEPARATOR = "------------------ Final result ------------------"
 
 # flag -> (setting, kind). Both spellings of the two scripts map to one setting.
 FLAGS = {
@@ -79,9 +101,11 @@ SAFE_VALUE_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY
 @dataclass
 class Translation:
     overrides: list[str]  # for `python -m runner`
-    run_dir: Path
-    network: str  # CaseName = <network>_bs<batch>_1p_<case>
-    case: str  # acc (the full script) or perf
+    run_dir: Path  # test/output/<ASCEND_DEVICE_ID>, or --output_dir
+    log_file: Path  # train_<ASCEND_DEVICE_ID>.log in run_dir: the run's whole console
+    debug_folders: list[Path]
+    script: Script
+    recipe: str
 
 
 def known_flags(recipe: Recipe) -> dict[str, tuple[str, type]]:
@@ -104,7 +128,7 @@ def parse_flag_value(flag: str, value: str | None, kind: type) -> Any:
     return value
 
 
-def parse_flags(argv: list[str], recipe: Recipe, script: str) -> tuple[dict[str, Any], list[str]]:
+def parse_flags(argv: list[str], recipe: Recipe) -> tuple[dict[str, Any], list[str]]:
     """(settings by name, extra Hydra overrides); every unknown flag is named at once."""
     flags = known_flags(recipe)
     settings, extra, unknown = {}, [], []
@@ -135,6 +159,17 @@ def hydra_value(value: Any) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def debug_settings(settings: dict[str, Any], recipe_dir: Path) -> dict[str, Any]:
+    """The originals' debug paths: <recipe>/output/{overflow_dump,data_dump,profiling} unless a
+    path flag says otherwise; a data dump goes where the overflow dump goes when both are on (the
+    originals set one dump_path, overflow's last). The dump keeps every tensor (dump_mode all)."""
+    paths = {key: str(recipe_dir / "output" / folder) for key, folder in DEBUG_FOLDERS.items()}
+    settings = {**paths, **settings}
+    if settings.get("over_dump") and settings.get("data_dump_flag"):
+        settings["data_dump_path"] = settings["over_dump_path"]
+    return settings
+
+
 def debug_overrides(settings: dict[str, Any]) -> list[str]:
     """debug=[a,b] plus debug.<a>.<key>=value for each tool a flag turned on."""
     tools = [name for name, (switch, _) in DEBUG_TOOLS.items() if settings.get(switch)]
@@ -145,40 +180,53 @@ def debug_overrides(settings: dict[str, Any]) -> list[str]:
         for setting, key in DEBUG_TOOLS[name][1].items():
             if setting in settings:
                 overrides.append(f"debug.{name}.{key}={hydra_value(settings[setting])}")
+    if "dump" in tools:
+        overrides.append("debug.dump.mode=all")
     return overrides
 
 
-def default_run_dir(cwd: Path | None = None) -> Path:
-    """<cwd>/output/<ASCEND_DEVICE_ID or 0>, where the ModelZoo scripts put their run."""
-    return (cwd or Path.cwd()) / "output" / os.environ.get("ASCEND_DEVICE_ID", "0")
+def device_id() -> str:
+    return os.environ.get("ASCEND_DEVICE_ID", "0")
 
 
-def translate(recipe_name: str, script: str, argv: list[str], cwd: Path | None = None) -> Translation:
-    """A ModelZoo script's command line -> the runner's overrides, run folder and CaseName."""
-    recipe, static = RECIPES[recipe_name], SCRIPTS[script]
-    settings, extra = parse_flags(argv, recipe, script)
+def debug_folders(settings: dict[str, Any]) -> list[Path]:
+    """The folders of the debug tools the flags turned on (the originals mkdir -p them)."""
+    return [Path(settings[setting]) for switch, paths in DEBUG_TOOLS.values() if settings.get(switch)
+            for setting in paths if setting in DEBUG_FOLDERS]
+
+
+def translate(test_dir: Path, script_name: str, argv: list[str]) -> Translation:
+    """A ModelZoo script's command line -> the runner's overrides, run folder and log file."""
+    recipe_name = test_dir.resolve().parent.name
+    recipe = RECIPES[recipe_name]
+    script = recipe.scripts[script_name]
+    settings, extra = parse_flags(argv, recipe)
     if "data_path" not in settings:
-        raise ConfigError(f"{script}.sh needs --data_path=DIR (or --data_dir=DIR): {_data_hint(recipe)}")
+        raise ConfigError(f"{script_name}.sh needs --data_path=DIR (or --data_dir=DIR): {_data_hint(recipe)}")
     device = settings.get("device", "npu")
     if device not in DEVICES:
         raise ConfigError(f"--device={device} is not one of {', '.join(DEVICES)}.")
-    static = settings.get("static", static)
-    epochs = settings.get("epochs", recipe.perf_epochs if script != FULL else None)
-    run_dir = Path(settings["output_dir"]).expanduser().resolve() if "output_dir" in settings else None
-    run_dir = run_dir or default_run_dir(cwd)
+    settings = debug_settings(settings, test_dir.resolve().parent)
+    epochs = settings.get("epochs", script.epochs)
+    run_dir = Path(settings.get("output_dir") or test_dir / "output" / device_id()).expanduser().resolve()
     overrides = [
         f"experiment={recipe.experiment}",
         f"dataset.data_dir={hydra_value(Path(settings['data_path']).expanduser().resolve())}",
         f"device={device}",
         f"precision={settings.get('precision_mode', DEFAULT_PRECISION)}",
-        *([f"static_shape={str(static).lower()}"] if static is not None else []),
+        f"static_shape={str(settings.get('static', script.static)).lower()}",
         *([f"epochs={epochs}"] if epochs is not None else []),
-        *(f"{key}={settings[key]}" for key in ("batch_size", "log_steps") if key in settings),
+        f"log_steps={settings.get('log_steps', recipe.log_steps)}",
+        *([f"batch_size={settings['batch_size']}"] if "batch_size" in settings else []),
+        f"modelzoo={recipe_name}",
+        f"case_kind={script.case}",
         *debug_overrides(settings),
+        "hydra/job_logging=modelzoo",
         f"hydra.run.dir={hydra_value(run_dir)}",
         *extra,
     ]
-    return Translation(overrides, run_dir, recipe.network, "acc" if script == FULL else "perf")
+    log_file = run_dir / f"train_{device_id()}.log"
+    return Translation(overrides, run_dir, log_file, debug_folders(settings), script, recipe_name)
 
 
 def _data_hint(recipe: Recipe) -> str:
@@ -188,7 +236,7 @@ def _data_hint(recipe: Recipe) -> str:
 
 
 def set_aside(run_dir: Path) -> Path | None:
-    """Move an earlier run out of the way (the originals delete output/$ASCEND_DEVICE_ID)."""
+    """Move an earlier run out of the way (the originals delete test/output/*)."""
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(run_dir.stat().st_mtime))
@@ -197,68 +245,97 @@ def set_aside(run_dir: Path) -> Path | None:
     return target
 
 
-def closing_figures(metrics: dict[str, Any], network: str, case: str) -> dict[str, str]:
-    """The figures the ModelZoo scripts end with, as the run computed them in metrics.json
-    (runner/report.py ascend_figures), named after the script's network."""
-    return {
-        "Network": network,
+def closing_figures(metrics: dict[str, Any], translation: Translation, e2e_seconds: int) -> dict[str, str]:
+    """<CaseName>.log's key = value figures, in the script's order, each as the text the original
+    script's awk took from its log (runner/modelzoo.py FIGURE_TEXT)."""
+    text = FIGURE_TEXT[(translation.recipe, translation.script.case)]
+    case = metrics["CaseName"]
+    figures = {
+        "Network": NETWORKS[translation.recipe],
         "RankSize": str(metrics["RankSize"]),
         "BatchSize": str(metrics["BatchSize"]),
         "DeviceType": platform.machine(),  # the originals' `uname -m`
-        "Device": str(metrics["DeviceType"]),
-        "CaseName": f"{network}_bs{metrics['BatchSize']}_{metrics['RankSize']}p_{case}",
-        "ActualFPS": f"{metrics['ActualFPS']:.2f}",
-        "TrainingTime": f"{metrics['TrainingTime']:.2f}",  # milliseconds per step
-        "TrainAccuracy": f"{metrics['TrainAccuracy']:.4f}",  # the final evaluation's accuracy
-        "ActualLoss": f"{metrics['ActualLoss']:.4f}",  # the last epoch's mean training loss
-        "E2ETrainingTime": f"{metrics['E2ETrainingTime']:.0f}",  # seconds
+        "CaseName": case,
+        **{name: text[name](metrics[name]) for name in text},
+        "E2ETrainingTime": str(e2e_seconds),  # the training process, in whole seconds
     }
+    keys = list(LOG_KEYS)
+    if translation.script.e2e_early:
+        keys.remove("E2ETrainingTime")
+        keys.insert(3, "E2ETrainingTime")
+    return {key: figures[key] for key in keys}
 
 
-def report(translation: Translation) -> dict[str, str]:
-    """Print the closing figures and write them to <run_dir>/<CaseName>.log, as the originals do."""
-    run_dir = translation.run_dir
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    figures = closing_figures(metrics, translation.network, translation.case)
+def report(translation: Translation, e2e_seconds: int) -> dict[str, str]:
+    """The originals' closing lines, and <CaseName>.log beside the training log."""
+    metrics = json.loads((translation.run_dir / "metrics.json").read_text())
+    figures = closing_figures(metrics, translation, e2e_seconds)
     lines = [f"{key} = {value}" for key, value in figures.items()]
-    (run_dir / f"{figures['CaseName']}.log").write_text("\n".join(lines) + "\n")
-    print("------------------ Final result ------------------")
-    print("\n".join(lines))
+    (translation.run_dir / f"{figures['CaseName']}.log").write_text("\n".join(lines) + "\n")
+    print(SEPARATOR)
+    print(f"Final Performance images/sec : {figures['ActualFPS']}")
+    print(f"Final Train Accuracy : {figures['TrainAccuracy']}")
     return figures
+
+
+def run_training(translation: Translation) -> tuple[int, int]:
+    """`python -m runner` with stdout and stderr in the log file: (exit code, whole seconds)."""
+    translation.run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in translation.debug_folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    start = int(time.time())  # the originals' $(date +%s) before and after
+    with open(translation.log_file, "w") as log:
+        result = subprocess.run([sys.executable, "-m", "runner", *translation.overrides],
+                                stdout=log, stderr=subprocess.STDOUT)
+    return result.returncode, int(time.time()) - start
 
 
 def usage(recipe_name: str, script: str) -> str:
     flags = known_flags(RECIPES[recipe_name])
     return (
-        f"bash {script}.sh --data_path=DIR [--flag=value ...] [runner overrides key=value ...]\n\n"
+        f"cd scripts/ascend/{recipe_name}/test && bash {script}.sh --data_path=DIR [--flag=value ...] "
+        "[runner overrides key=value ...]\n\n"
         f"Runs `python -m runner experiment={RECIPES[recipe_name].experiment}` with the flags "
-        "translated to overrides (docs/after_training.md).\nFlags: " + ", ".join(flags) + "\n"
-        "--device=cpu|gpu|npu (default npu), --output_dir=DIR (default ./output/$ASCEND_DEVICE_ID)."
+        "translated to overrides (docs/ascend.md).\nFlags: " + ", ".join(flags) + "\n"
+        "--device=cpu|gpu|npu (default npu), --output_dir=DIR (default test/output/$ASCEND_DEVICE_ID)."
     )
 
 
+def _script_of(argv: list[str]) -> tuple[Path, str] | None:
+    """(test folder, script name) when argv starts with a recipe's test folder and its script."""
+    if len(argv) < 2:
+        return None
+    test_dir = Path(argv[0])
+    recipe = RECIPES.get(test_dir.resolve().parent.name)
+    return (test_dir, argv[1]) if recipe and argv[1] in recipe.scripts else None
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in RECIPES or argv[1] not in SCRIPTS:
-        print(f"usage: python -m runner.ascend {{{','.join(RECIPES)}}} {{{','.join(SCRIPTS)}}} [flags]",
-              file=sys.stderr)
+    found = _script_of(argv)
+    if found is None:
+        print("usage: python -m runner.ascend scripts/ascend/{bit,learnable_resizer}/test <script> "
+              "[flags]", file=sys.stderr)
         return 2
-    recipe_name, script, flags = argv[0], argv[1], argv[2:]
+    (test_dir, script), flags = found, argv[2:]
+    recipe_name = test_dir.resolve().parent.name
     if "-h" in flags or "--help" in flags:
         print(usage(recipe_name, script))
         return 0
     try:
-        translation = translate(recipe_name, script, flags)
+        translation = translate(test_dir, script, flags)
     except ConfigError as error:
-        print(f"{recipe_name}/{script}.sh: error: {error}", file=sys.stderr)
+        print(f"{recipe_name}/test/{script}.sh: error: {error}", file=sys.stderr)
         return 2
     moved = set_aside(translation.run_dir)
     if moved:
         print(f"an earlier run in {translation.run_dir} was moved to {moved}")
-    print("python -m runner " + " ".join(translation.overrides), flush=True)
-    result = subprocess.run([sys.executable, "-m", "runner", *translation.overrides])
-    if result.returncode != 0:
-        return result.returncode
-    report(translation)
+    print(f"python -m runner {' '.join(translation.overrides)} > {translation.log_file} 2>&1", flush=True)
+    code, seconds = run_training(translation)
+    print(f"Final Training Duration sec : {seconds}")
+    if code != 0:
+        print(f"training failed (exit code {code}); its output: {translation.log_file}", file=sys.stderr)
+        return code
+    report(translation, seconds)
     return 0
 
 

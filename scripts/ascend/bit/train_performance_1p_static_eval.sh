@@ -1,3 +1,0 @@
-#!/usr/bin/env bash
-# ModelZoo bit_ID2496 test/train_performance_1p_static_eval.sh on the runner: bash train_performance_1p_static_eval.sh --data_path=/home/data [flags]
-exec "$(dirname "$0")/../launch.sh" bit train_performance_1p_static_eval "$@"
