@@ -58,9 +58,11 @@ RECIPES = {
     }),
 }
 DEFAULT_PRECISION = "allow_mix_precision"  # the ModelZoo scripts' precision_mode default
-# The debug tools' folders the originals make under the recipe folder (their ${cur_path}/output).
+# The debug tools' folders the originals make under the recipe folder (their ${cur_path}/output),
+# and the files they read from it (${cur_path}/configs).
 DEBUG_FOLDERS = {"over_dump_path": "overflow_dump", "data_dump_path": "data_dump",
                  "profiling_dump_path": "profiling"}
+DEBUG_FILES = {"mixlist_file": "ops_info.json", "fusion_off_file": "fusion_switch.cfg"}
 LOG_KEYS = ("Network", "RankSize", "BatchSize", "DeviceType", "CaseName", "ActualFPS",
             "TrainingTime", "TrainAccuracy", "ActualLoss", "E2ETrainingTime")
 SEPARATOR = "------------------ Final result ------------------"
@@ -160,10 +162,12 @@ def hydra_value(value: Any) -> str:
 
 
 def debug_settings(settings: dict[str, Any], recipe_dir: Path) -> dict[str, Any]:
-    """The originals' debug paths: <recipe>/output/{overflow_dump,data_dump,profiling} unless a
-    path flag says otherwise; a data dump goes where the overflow dump goes when both are on (the
-    originals set one dump_path, overflow's last). The dump keeps every tensor (dump_mode all)."""
+    """The originals' debug paths: <recipe>/output/{overflow_dump,data_dump,profiling} and
+    <recipe>/configs/{ops_info.json,fusion_switch.cfg} unless a flag says otherwise; a data dump
+    goes where the overflow dump goes when both are on (the originals set one dump_path,
+    overflow's last). The dump keeps every tensor (dump_mode all: debug_overrides)."""
     paths = {key: str(recipe_dir / "output" / folder) for key, folder in DEBUG_FOLDERS.items()}
+    paths |= {key: str(recipe_dir / "configs" / name) for key, name in DEBUG_FILES.items()}
     settings = {**paths, **settings}
     if settings.get("over_dump") and settings.get("data_dump_flag"):
         settings["data_dump_path"] = settings["over_dump_path"]

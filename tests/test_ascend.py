@@ -120,11 +120,14 @@ def test_dump_options_on_the_npu_are_the_originals(tmp_path):
     }
 
 
-def test_default_debug_folders_are_the_originals(tmp_path):
+def test_default_debug_paths_are_the_originals(tmp_path):
     recipe_dir = tmp_path / BIT
-    argv = ["--data_path=/d", "--data_dump_flag=True", "--profiling=True"]
+    argv = ["--data_path=/d", "--data_dump_flag=True", "--profiling=True", "--use_mixlist=True",
+            "--fusion_off_flag=True"]
     translation = translate(recipe_dir / "test", FULL, argv)
     values = parsed(translation.overrides)
+    assert values["debug.mixlist.file"] == str(recipe_dir / "configs" / "ops_info.json")
+    assert values["debug.fusion_off.file"] == str(recipe_dir / "configs" / "fusion_switch.cfg")
     assert values["debug.dump.path"] == str(recipe_dir / "output" / "data_dump")
     assert values["debug.profiling.path"] == str(recipe_dir / "output" / "profiling")
     output = recipe_dir / "output"
