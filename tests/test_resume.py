@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,9 @@ from tests.conftest import compose_config, runner_env
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
 
-RESUMABLE_RUN = ["batch_size=16", "epochs=2", "steps_per_epoch=3", "log_steps=1",
-                 "dataset.val_fraction=0.05"]
+# The toy BiT run with epochs long enough (~2 s of ~8 ms steps) that the signal sent once the first
+# epoch's history row appears lands inside the second epoch.
+LONG_EPOCHS = ["steps_per_epoch=250", "log_steps=50"]
 
 
 def start_runner(*args: str) -> subprocess.Popen:
@@ -49,13 +51,18 @@ def wait_for_first_epoch(process: subprocess.Popen, run_dir: Path, timeout: floa
     while not history_rows(run_dir):
         assert process.poll() is None, process.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "no epoch finished in time"
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
-def stopped_and_resumed(tmp_path_factory):
+def resumable_run(toy_bit_run) -> list[str]:
+    return [*toy_bit_run, *LONG_EPOCHS]
+
+
+@pytest.fixture(scope="module")
+def stopped_and_resumed(tmp_path_factory, resumable_run):
     run_dir = tmp_path_factory.mktemp("resume") / "run"
-    process = start_runner(*RESUMABLE_RUN, f"hydra.run.dir={run_dir}")
+    process = start_runner(*resumable_run, f"hydra.run.dir={run_dir}")
     wait_for_first_epoch(process, run_dir)
     process.send_signal(signal.SIGTERM)
     _, stopped_stderr = process.communicate(timeout=300)
@@ -64,11 +71,23 @@ def stopped_and_resumed(tmp_path_factory):
         "status": json.loads((run_dir / "status.json").read_text()),
         "history": history_rows(run_dir),
     }
+    started = time.monotonic()
     resumed = subprocess.run(
         [sys.executable, "-m", "runner", f"resume={run_dir}"], capture_output=True, text=True,
         env=runner_env(), timeout=600,
     )
+    stopped["resumed_process_seconds"] = time.monotonic() - started
     return run_dir, stopped, resumed
+
+
+def seconds_between_log_lines(log: str, first: str, last: str) -> float:
+    """Seconds from the line holding `first` to the one holding `last` (the log's asctime stamps)."""
+    stamps = {}
+    for line in log.splitlines():
+        for key in (first, last):
+            if key in line:
+                stamps[key] = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+    return (stamps[last] - stamps[first]).total_seconds()
 
 
 def test_sigterm_stops_cleanly_after_a_step_and_says_how_to_resume(stopped_and_resumed):
@@ -81,7 +100,7 @@ def test_sigterm_stops_cleanly_after_a_step_and_says_how_to_resume(stopped_and_r
     assert [row["epoch"] for row in stopped["history"]] == ["0"]
 
 
-def test_resumed_run_continues_from_its_last_epoch(stopped_and_resumed):
+def test_resumed_run_continues_from_its_last_epoch(stopped_and_resumed, resumable_run):
     run_dir, stopped, resumed = stopped_and_resumed
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming after epoch 1" in resumed.stderr
@@ -90,11 +109,18 @@ def test_resumed_run_continues_from_its_last_epoch(stopped_and_resumed):
     assert rows[0] == stopped["history"][0]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_completed"] == 2
-    assert metrics["optimizer_steps"] == 6  # 2 epochs x 3 steps: the optimiser state came back
-    assert metrics["wall_seconds"] > stopped["status"]["wall_seconds"]
+    assert metrics["optimizer_steps"] == 500  # 2 epochs x 250 steps: the optimiser state came back
+    # wall_seconds adds the stopped attempt's seconds to the resumed attempt's, which lie between
+    # its log's "resuming" -> "finished" span and its process's whole life.
+    attempt_at_least = seconds_between_log_lines(
+        (run_dir / "train.log").read_text(), "resuming after epoch", "finished: val_accuracy"
+    )
+    earlier = stopped["status"]["wall_seconds"]
+    assert earlier + attempt_at_least - 0.05 <= metrics["wall_seconds"]
+    assert metrics["wall_seconds"] <= earlier + stopped["resumed_process_seconds"]
     assert metrics["train_loss"] == pytest.approx(float(rows[-1]["loss"]))
     # resume=<dir> composed the run's own overrides again.
-    assert OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") == RESUMABLE_RUN
+    assert OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") == resumable_run
     assert not (run_dir / "checkpoints" / "backup").exists()
 
 

@@ -3,6 +3,7 @@ and the search and cluster launcher configs. One real sweep is shared by the tes
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -11,23 +12,6 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import CONF_DIR, ON_ASCEND_STACK, runner_env
-
-# Tiny and deterministic. model.target_size=16 is invalid (a ConfigError, before TensorFlow): the
-# first job fails, the second must still run and finish.
-SWEEP_FIXED = [
-    "batch_size=16", "epochs=2", "steps_per_epoch=3", "log_steps=1", "dataset.val_fraction=0.05",
-    "deterministic=true",
-]
-SWEPT = ["model.target_size=16,32"]
-
-
-def job_folder(target_size: int, log_steps: int = 1) -> str:
-    return (f"batch_size=16,dataset.val_fraction=0.05,deterministic=True,epochs=2,"
-            f"log_steps={log_steps},model.target_size={target_size},steps_per_epoch=3")
-
-
-BAD_JOB, FINISHED_JOB = job_folder(16), job_folder(32)
-
 
 # deterministic=true on TF 2.6 (the Ascend stack) needs this from the start, as the run says.
 DETERMINISM_ENV = {"TF_DETERMINISTIC_OPS": "1"} if ON_ASCEND_STACK else {}
@@ -41,9 +25,25 @@ def run_sweep(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep_fixed(toy_bit_run) -> list[str]:
+    """The toy BiT run, deterministic, with its crop size swept instead: model.crop_size=40 is
+    larger than the 32 px images (a ConfigError, before TensorFlow), so the first job fails and
+    the second must still run and finish."""
+    return [arg for arg in toy_bit_run if not arg.startswith("model.crop_size=")] + [
+        "deterministic=true"
+    ]
+
+
+def job_folder(sweep_dir, *values: str):
+    """The one job folder whose name holds all these key=value pairs (Hydra's override_dirname)."""
+    (folder,) = [p for p in sweep_dir.iterdir() if p.is_dir() and all(v in p.name.split(",") for v in values)]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, sweep_fixed):
     sweep_dir = tmp_path_factory.mktemp("sweep")
-    result = run_sweep(*SWEEP_FIXED, *SWEPT, f"hydra.sweep.dir={sweep_dir}")
+    result = run_sweep(*sweep_fixed, "model.crop_size=40,24", f"hydra.sweep.dir={sweep_dir}")
     return result, sweep_dir
 
 
@@ -53,9 +53,9 @@ def read_json(path):
 
 def test_each_job_gets_a_readable_folder_with_the_run_contract(sweep):
     _, sweep_dir = sweep
-    jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
-    assert jobs == sorted([BAD_JOB, FINISHED_JOB])  # no seed, no paths in the names
-    finished = sweep_dir / FINISHED_JOB
+    jobs = [p.name for p in sweep_dir.iterdir() if p.is_dir()]
+    assert len(jobs) == 2 and not any("/" in name or "seed=" in name for name in jobs)  # no paths
+    finished = job_folder(sweep_dir, "model.crop_size=24")
     for name in ("train.log", "history.csv", "metrics.json", "status.json", "env.json",
                  ".hydra/config.yaml", ".hydra/overrides.yaml", "checkpoints/best_weights.h5"):
         assert (finished / name).is_file(), name
@@ -66,10 +66,11 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on_then_exits_non_zero(swee
     result, sweep_dir = sweep
     assert result.returncode == 1, result.stderr[-3000:]
     assert "1 of 2 job(s) did not finish" in result.stdout  # Hydra's own log goes to stdout
-    status = read_json(sweep_dir / BAD_JOB / "status.json")
+    bad_job = job_folder(sweep_dir, "model.crop_size=40")
+    status = read_json(bad_job / "status.json")
     assert status == {**status, "status": "failed", "error": "ConfigError"}
-    assert "model.target_size=16 must lie between 32" in status["reason"]
-    assert not (sweep_dir / BAD_JOB / "metrics.json").exists()
+    assert "model.crop_size=40 must be positive and at most dataset.image_size=32" in status["reason"]
+    assert not (bad_job / "metrics.json").exists()
     assert "Traceback" not in result.stderr
 
 
@@ -77,35 +78,36 @@ def test_summary_rows_match_each_jobs_metrics(sweep):
     _, sweep_dir = sweep
     with open(sweep_dir / "summary.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [row["run_dir"] for row in rows] == [BAD_JOB, FINISHED_JOB]
+    bad_job, finished = (job_folder(sweep_dir, f"model.crop_size={crop}") for crop in (40, 24))
+    assert [row["run_dir"] for row in rows] == [bad_job.name, finished.name]
     assert [row["status"] for row in rows] == ["failed", "finished"]
-    assert [row["overrides"] for row in rows] == ["model.target_size=16", "model.target_size=32"]
-    assert rows[1]["model.target_size"] == "32"
-    metrics = read_json(sweep_dir / FINISHED_JOB / "metrics.json")
+    assert [row["overrides"] for row in rows] == ["model.crop_size=40", "model.crop_size=24"]
+    assert rows[1]["model.crop_size"] == "24"
+    metrics = read_json(finished / "metrics.json")
     for column in ("val_accuracy", "val_loss", "images_per_sec", "wall_seconds"):
         assert float(rows[1][column]) == pytest.approx(metrics[column])
-    assert "must lie between 32" in rows[0]["reason"] and rows[0]["val_accuracy"] == ""
+    assert "at most dataset.image_size" in rows[0]["reason"] and rows[0]["val_accuracy"] == ""
     markdown = (sweep_dir / "summary.md").read_text()
     assert "2 job(s): 1 finished, 1 not finished." in markdown
-    assert f"| model.target_size=32 | finished | {metrics['val_accuracy']:.4f}" in markdown
+    assert f"| model.crop_size=24 | finished | {metrics['val_accuracy']:.4f}" in markdown
     assert (sweep_dir / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_rerun_sweep_skips_finished_jobs_and_repeats_a_deterministic_run(sweep):
-    """Runs after the tests above: it sweeps again in the same folder, over the finished job
-    (log_steps=1) and the same training in a new folder (log_steps=2 changes only the log).
-    With deterministic=true and the same seed, this other process must write the same history."""
-    _, sweep_dir = sweep
-    finished = sweep_dir / FINISHED_JOB
+def test_a_rerun_sweep_skips_finished_jobs_and_repeats_a_deterministic_run(
+    sweep, sweep_fixed, tmp_path
+):
+    """A copy of the sweep folder (the tests above read the original) swept again: over the
+    finished job (log_steps=1) and the same training in a new folder (log_steps=2 changes only the
+    log). With deterministic=true and the same seed, this other process must write the same history."""
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(sweep[1], sweep_dir)
+    finished = job_folder(sweep_dir, "model.crop_size=24", "log_steps=1")
     history_before = (finished / "history.csv").read_text()
-    fixed = [arg for arg in SWEEP_FIXED if arg != "log_steps=1"]
-    result = run_sweep(
-        *fixed, "log_steps=1,2", "model.target_size=32",
-        f"hydra.sweep.dir={sweep_dir}",
-    )
+    fixed = [arg for arg in sweep_fixed if arg != "log_steps=1"]
+    result = run_sweep(*fixed, "log_steps=1,2", "model.crop_size=24", f"hydra.sweep.dir={sweep_dir}")
     assert "already holds a finished run" in result.stderr  # the job's log goes to stderr
     assert (finished / "history.csv").read_text() == history_before
-    repeated = sweep_dir / job_folder(32, log_steps=2)
+    repeated = job_folder(sweep_dir, "model.crop_size=24", "log_steps=2")
     assert (repeated / "history.csv").read_text() == history_before
     # The summary covers every job folder: the failed job of the first sweep still counts.
     assert result.returncode == 1
@@ -113,15 +115,14 @@ def test_a_rerun_sweep_skips_finished_jobs_and_repeats_a_deterministic_run(sweep
         assert len(list(csv.DictReader(f))) == 3
 
 
-def test_optuna_search_goes_on_after_a_diverged_trial(tmp_path):
+def test_optuna_search_goes_on_after_a_diverged_trial(tmp_path, toy_bit_run):
     """Two learning rates to choose from, one of which diverges (NaN loss): the search records a
     failed trial, keeps the other as the best, and the sweep exits 1. (TPE seeded with seed=42
     picks 1e30 then 0.01 with the pinned optuna 2.10.1.)"""
     sweep_dir = tmp_path / "search"
     result = run_sweep(
-        "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-        "model.learning_rate=choice(0.01,1e30)", "batch_size=16", "epochs=1", "steps_per_epoch=2",
-        "dataset.val_fraction=0.05", f"hydra.sweep.dir={sweep_dir}",
+        *toy_bit_run, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+        "model.learning_rate=choice(0.01,1e30)", f"hydra.sweep.dir={sweep_dir}",
     )
     assert result.returncode == 1, result.stderr[-3000:]
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
