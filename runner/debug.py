@@ -174,12 +174,15 @@ class ProfileSteps(keras.callbacks.Callback):
         self.path, self.start_step, self.stop_step = path, start_step, start_step + num_steps - 1
         self.step = 0
         self.active = False
+        self.traced_steps: list[int] = []  # what the trace really holds, for the log (and tests)
 
     def on_train_batch_begin(self, batch, logs=None):
         self.step += 1
         if self.step == self.start_step:
             tf.profiler.experimental.start(self.path)
             self.active = True
+        if self.active:
+            self.traced_steps.append(self.step)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.active and self.step >= self.stop_step:
@@ -192,4 +195,5 @@ class ProfileSteps(keras.callbacks.Callback):
     def _stop(self) -> None:
         tf.profiler.experimental.stop()
         self.active = False
-        log.info("debug=profiling: steps %d-%d traced into %s", self.start_step, self.step, self.path)
+        log.info("debug=profiling: steps %d-%d traced into %s", self.traced_steps[0],
+                 self.traced_steps[-1], self.path)

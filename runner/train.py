@@ -196,7 +196,7 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals
 def compiled_model(cfg: DictConfig, num_classes: int):
     """The network, compiled with the run's optimiser, loss and speed switches (under the
     current strategy scope and dtype policy)."""
-    from runner.keras2 import compile_options
+    from runner.keras2 import compile_options, create_optimizer_state
     from runner.network import build_network
     from runner.npu import npu_optimizer
     from runner.optim import build_loss, build_optimizer
@@ -209,6 +209,7 @@ def compiled_model(cfg: DictConfig, num_classes: int):
         steps_per_execution=cfg.steps_per_execution,
         **compile_options(cfg.jit_compile),
     )
+    create_optimizer_state(model)
     return model
 
 

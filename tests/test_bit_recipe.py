@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from runner.checkpoint import load_run
+from runner.evaluate import evaluate_run
 from runner.network import build_network
 from runner.train import train
 from tests.bit_fixtures import write_bit_savedmodel, write_tar_gz
@@ -30,13 +32,20 @@ def flowers(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bit_run(flowers, tmp_path_factory):
+    """BiT-HyperRule through train(): 60 images of 48x48 pick 160 px images, 128 px crops and
+    500 steps (warm-up 100, decays at 200/300/400): 2 epochs of 250 steps of the toy backbone."""
     run_dir = tmp_path_factory.mktemp("bit_run") / "run"
     overrides = [
-        "model=bit", f"dataset.data_dir={flowers}",
-        f"model.handle={flowers / 'bit_m-r50x1_1.tar.gz'}", *SMALL_BIT,
-        "epochs=4", "steps_per_epoch=5", "model.learning_rate=0.4",  # x 8/512 per step
+        "model=bit", f"dataset.data_dir={flowers}", f"model.handle={flowers / 'bit_m-r50x1_1.tar.gz'}",
+        "model.schedule=hyperrule", "batch_size=8", "steps_per_epoch=250", "log_steps=50",
+        "model.learning_rate=0.4",  # x 8/512 per step
     ]
     return run_dir, train(compose_config(overrides, run_dir))
+
+
+def history_rows(run_dir) -> list[dict[str, float]]:
+    with open(run_dir / "history.csv") as f:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
 
 
 def test_bit_trains_from_an_archive_and_writes_the_run_directory(bit_run):
@@ -44,46 +53,49 @@ def test_bit_trains_from_an_archive_and_writes_the_run_directory(bit_run):
     assert metrics["model"] == "bit" and metrics["dataset"] == "tf_flowers"
     for name in ("metrics.json", "history.csv", "checkpoints/best_weights.h5", "env.json"):
         assert (run_dir / name).is_file(), name
-    with open(run_dir / "history.csv") as f:
-        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    losses = [row["loss"] for row in history_rows(run_dir)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert (run_dir / "checkpoints" / "labels.txt").read_text().split()[0] == "dandelion"
 
 
-def test_bit_checkpoint_reloads_and_predicts_the_same(bit_run):
+def test_hyperrule_decides_resolution_and_steps_and_the_run_keeps_both_configs(bit_run):
     run_dir, metrics = bit_run
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    images = np.random.default_rng(0).uniform(0, 255, (3, 40, 40, 3)).astype("float32")
-    first = build_network(cfg.model, metrics["num_classes"], cfg.dataset.image_size)
-    first.load_weights(run_dir / "checkpoints" / "best_weights.h5")
-    second = build_network(cfg.model, metrics["num_classes"], cfg.dataset.image_size)
-    second.load_weights(run_dir / "checkpoints" / "best_weights.h5")
-    np.testing.assert_allclose(first.predict(images, verbose=0), second.predict(images, verbose=0))
-    assert np.abs(first.get_layer("head").get_weights()[0]).sum() > 0  # the zero head learned
+    effective = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    assert (effective.dataset.image_size, effective.model.crop_size) == (160, 128)  # 48x48 images
+    assert effective.epochs == 2 and list(effective.model.lr_boundaries) == [200, 300, 400]
+    assert effective.model.lr_warmup_steps == 100
+    assert metrics["optimizer_steps"] == 500 and metrics["epochs_completed"] == 2
+    composed = OmegaConf.load(run_dir / ".hydra" / "config.composed.yaml")
+    assert composed.model.schedule == "hyperrule" and composed.model.crop_size != 128
+    assert composed.epochs != 2
 
 
-def test_seed_experiment_reads_the_ascend_ttst_folder_with_a_frozen_backbone(flowers, tmp_path):
+def test_best_checkpoint_scores_what_its_epoch_scored(bit_run):
+    """best_weights.h5 rebuilt from the run's effective config (160 px, 128 px crops) scores the
+    best epoch's row of history.csv, and its zero-initialised head has learned."""
+    run_dir, _ = bit_run
+    best_epoch = max(history_rows(run_dir), key=lambda row: row["val_accuracy"])
+    run = load_run(run_dir, "best")
+    evaluated = evaluate_run(run)
+    assert evaluated["accuracy"] == pytest.approx(best_epoch["val_accuracy"], abs=1e-6)
+    assert evaluated["loss"] == pytest.approx(best_epoch["val_loss"], rel=1e-4)
+    assert np.abs(run.model.get_layer("head").get_weights()[0]).sum() > 0
+
+
+def test_seed_experiment_reads_the_ascend_ttst_folder_and_trains_the_head_only(flowers, tmp_path):
     overrides = ["experiment=bit_flowers", f"dataset.data_dir={flowers}", *SMALL_BIT,
-                 "epochs=1", "steps_per_epoch=2"]
+                 "epochs=1", "steps_per_epoch=2", "model.learning_rate=0.4"]
     cfg = compose_config(overrides, tmp_path / "run")
     assert cfg.model.handle == f"{flowers}/ttst" and cfg.model.trainable_backbone is False
     metrics = train(cfg)
-    model = build_network(cfg.model, metrics["num_classes"], cfg.dataset.image_size)
-    assert [w.name for w in model.trainable_weights] == ["head/kernel:0", "head/bias:0"]  # the head only
-
-
-def test_hyperrule_decides_resolution_and_steps(flowers, tmp_path):
-    overrides = ["model=bit", f"dataset.data_dir={flowers}", f"model.handle={flowers / 'ttst'}",
-                 "model.schedule=hyperrule", "batch_size=8", "steps_per_epoch=250"]
-    cfg = compose_config(overrides, tmp_path / "run")
-    from runner.datasets import count_examples, first_image_shape, load_source
-    from runner.hyperrule import apply_hyperrule, bit_hyperrule
-
-    source = load_source(cfg.dataset, cfg.seed)
-    rule = bit_hyperrule(count_examples(source.train), *first_image_shape(source.train))
-    effective, _ = apply_hyperrule(cfg, rule, count_examples(source.train))
-    assert (effective.dataset.image_size, effective.model.crop_size) == (160, 128)  # 48x48 images
-    assert effective.epochs == 2 and list(effective.model.lr_boundaries) == [200, 300, 400]
+    fresh = build_network(cfg.model, metrics["num_classes"], cfg.dataset.image_size)
+    trained = load_run(tmp_path / "run", "last").model
+    assert [w.name for w in trained.trainable_weights] == ["head/kernel:0", "head/bias:0"]
+    after_training, as_loaded = (m.get_layer("backbone").get_weights() for m in (trained, fresh))
+    assert len(after_training) == len(as_loaded) == 2  # the toy backbone's kernel and bias
+    for after, before in zip(after_training, as_loaded):
+        np.testing.assert_array_equal(after, before)  # the SavedModel's weights, untouched
+    assert np.abs(trained.get_layer("head").get_weights()[0]).sum() > 0  # the head trained
 
 
 def test_an_archive_with_an_escaping_member_is_refused(tmp_path):

@@ -55,8 +55,11 @@ def test_experiment_pins_the_resizer_seed(tmp_path):
 
 
 def test_command_line_beats_the_model_recipe(tmp_path):
-    cfg = compose_config(["model=densenet", "epochs=2", "dataset=image_folder"], tmp_path)
-    assert cfg.epochs == 2 and cfg.dataset.name == "image_folder"
+    """model=bit names tf_flowers and fixes its epochs; the command line's choices win (README)."""
+    recipe = compose_config(["model=bit"], tmp_path)
+    assert recipe.dataset.name == "tf_flowers" and recipe.epochs != 2
+    cfg = compose_config(["model=bit", "dataset=digits", "epochs=2"], tmp_path)
+    assert cfg.epochs == 2 and cfg.dataset.name == "digits"
 
 
 def test_schema_rejects_a_bad_enumeration_value(tmp_path):

@@ -59,7 +59,8 @@ def test_profiling_traces_the_step_range_into_the_profiling_path(tmp_path):
     ], tmp_path)
     with tf_debug_tools(cfg, "cpu") as callbacks:
         fit_a_small_model(callbacks)
-    assert callbacks[0].step == 4 and not callbacks[0].active
+    assert callbacks[0].traced_steps == [2, 3] and not callbacks[0].active
+    assert callbacks[0].step == 4  # the run went on, untraced
     assert list((tmp_path / "prof" / "plugins" / "profile").rglob("*.xplane.pb"))
 
 
