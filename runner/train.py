@@ -79,7 +79,7 @@ def train(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> dict[str, Any
         finished = read_metrics(run_dir)
         if finished is not None:
             log.info("%s already holds a finished run (%s); nothing to do", run_dir, METRICS_FILE)
-            _drop_backup(run_dir)  # left if the finished run was killed right after metrics.json
+            _settle_finished(run_dir, finished)  # killed right after writing metrics.json?
             return finished
         is_chief = run_dir == Path(cfg.output_dir)
         _save_config(cfg, run_dir, hydra_cfg if is_chief else None)
@@ -259,6 +259,16 @@ def _drop_backup(run_dir: Path) -> None:
     shutil.rmtree(run_dir / CHECKPOINTS / BACKUP_DIR, ignore_errors=True)
 
 
+def _settle_finished(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """What follows metrics.json (the mark of a finished run), done again if a kill cut it short:
+    status.json says finished; the backup and any weights file cut short by a kill are gone."""
+    if (read_status(run_dir) or {}).get("status") != FINISHED:
+        write_status(run_dir, FINISHED, wall_seconds=metrics["wall_seconds"])
+    _drop_backup(run_dir)
+    for partial in (run_dir / CHECKPOINTS).glob("*.tmp.h5"):
+        partial.unlink()
+
+
 def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig, run_dir: Path) -> None:
     """TerminateOnNaN stopped fit() early and quietly: make that a failed run, not a result. Its
     backup holds NaN weights: dropped, so that the folder starts afresh (with another config)."""
@@ -356,8 +366,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
     figures = ascend_figures(metrics, step_logger.seconds_per_step, rank_size, cfg.case_kind)
     metrics.update(figures)
     write_json_atomic(run_dir / METRICS_FILE, metrics)
-    write_status(run_dir, FINISHED, wall_seconds=metrics["wall_seconds"])
-    _drop_backup(run_dir)
+    _settle_finished(run_dir, metrics)
     log.info(
         "finished: val_accuracy %.4f val_loss %.4f epochs %d wall %.1fs imgs/s: %.2f",
         metrics["val_accuracy"], metrics["val_loss"], metrics["epochs_completed"],
