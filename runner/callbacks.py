@@ -101,18 +101,14 @@ class HistoryResume(keras.callbacks.Callback):
         super().__init__()
         self.backup_dir = backup_dir
         self.history_csv = history_csv
-        self.epochs_done = 0
 
     def on_train_begin(self, logs=None):
-        self.epochs_done = backup_epoch(self.backup_dir)
-        trim_history(self.history_csv, self.epochs_done)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.epochs_done and epoch == self.epochs_done:  # every on_train_begin has run by now
+        epochs_done = backup_epoch(self.backup_dir)
+        trim_history(self.history_csv, epochs_done)
+        if epochs_done:  # restored by BackupAndRestore, whose on_train_begin comes later
             log.info(
-                "resuming after epoch %d: weights, optimiser state (step %d) and history restored "
-                "from %s", self.epochs_done, int(self.model.optimizer.iterations.numpy()),
-                self.backup_dir,
+                "resuming after epoch %d: weights, optimiser state and epoch restored from %s, "
+                "history.csv kept to its %d epoch(s)", epochs_done, self.backup_dir, epochs_done,
             )
 
 
