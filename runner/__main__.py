@@ -3,10 +3,12 @@
 `python -m runner resume=<run dir>` continues a stopped run with the overrides it was started
 with (runner/resume.py). How a run ends decides the exit status:
 
-- single run: 0 finished; 2 bad config (one paragraph, no traceback); 1 failed (NaN loss, out of
-  memory, a bug); 130/143 stopped by Ctrl-C/SIGTERM (resumable).
-- multirun (-m): a failed job is recorded in its folder (status.json) and the sweep goes on; at the
-  end runner.summarize.SweepSummary writes the summary and exits 1 if any job failed. Ctrl-C or
+- single run: 0 finished; 2 bad config, an output folder that cannot be written, or a run folder
+  another process holds (one paragraph, no traceback); 1 failed (NaN loss, out of memory, a bug);
+  130/143 stopped by Ctrl-C/SIGTERM (resumable).
+- multirun (-m): a failed job is recorded in its folder (status.json) and the sweep goes on; a job
+  whose folder another process holds is skipped, writing nothing; at the end
+  runner.summarize.SweepSummary writes the summary and exits 1 if any job did not finish. Ctrl-C or
   SIGTERM stops the whole sweep (130/143); the same command with hydra.sweep.dir=<that folder>
   skips finished jobs and resumes the others.
 """
@@ -23,6 +25,7 @@ from omegaconf import DictConfig
 import runner.schema  # noqa: F401  (registers the config schemas)
 from runner.errors import ConfigError, RunInterrupted
 from runner.resume import expand_resume_argument
+from runner.run_folder import RunFolderBusy
 
 log = logging.getLogger("runner")
 
@@ -38,7 +41,12 @@ def main(cfg: DictConfig) -> float | None:
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, HydraConfig.get())
+    except RunFolderBusy as busy:  # nothing was written: the folder is another process's
+        log.error("%s%s", "job skipped: " if multirun else "", busy)
+        if multirun:
+            return FAILED_JOB_RESULT
+        sys.exit(2)
     except KeyboardInterrupt as stop:  # RunInterrupted, or Ctrl-C outside training
         if multirun:
             log.warning(

@@ -3,6 +3,7 @@ resuming needs (trim history.csv to the restored backup; early stopping that rem
 attempts; stop cleanly on a signal)."""
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -121,8 +122,8 @@ class ModelZooLines(keras.callbacks.Callback):
 
 
 class HistoryResume(keras.callbacks.Callback):
-    """Goes right after BackupAndRestore: once it restored a backup (or found none), history.csv
-    keeps the rows of the epochs that backup holds, before CSVLogger opens it to append."""
+    """Goes before CSVLogger: history.csv keeps the rows of the epochs the backup on disk holds
+    (the one BackupAndRestore restores), before CSVLogger opens it to append."""
 
     def __init__(self, backup_dir: Path, history_csv: Path):
         super().__init__()
@@ -132,11 +133,27 @@ class HistoryResume(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         epochs_done = backup_epoch(self.backup_dir)
         trim_history(self.history_csv, epochs_done)
-        if epochs_done:
+        if epochs_done:  # restored by BackupAndRestore, whose on_train_begin comes later
             log.info(
-                "resuming after epoch %d: weights, optimiser state (step %d) and history restored "
-                "from %s", epochs_done, int(self.model.optimizer.iterations.numpy()), self.backup_dir,
+                "resuming after epoch %d: weights, optimiser state and epoch restored from %s, "
+                "history.csv kept to its %d epoch(s)", epochs_done, self.backup_dir, epochs_done,
             )
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that writes `<name>.tmp.h5` and renames it over `<name>.h5`: a kill or a full
+    disk during the write leaves the previous checkpoint whole. (".tmp.h5", not ".h5.tmp": Keras
+    picks the HDF5 format from the ending.)"""
+
+    def __init__(self, filepath: str, **kwargs):
+        self.final_path = Path(filepath)
+        super().__init__(str(self.final_path.with_suffix(".tmp.h5")), **kwargs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        written = Path(self.filepath)
+        if written.is_file():  # saved this epoch (a non-chief worker writes elsewhere and deletes)
+            os.replace(written, self.final_path)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

@@ -1,6 +1,8 @@
 """Config checks that need no TensorFlow: a bad value fails in a fraction of a second."""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -24,6 +26,54 @@ MISSING_HINTS = {
 }
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: low/high bounds, each closed (allowed) or open."""
+
+    low: float
+    high: float = math.inf
+    low_closed: bool = True
+    high_closed: bool = False
+    meaning: str = ""
+
+    def holds(self, value: float) -> bool:
+        above = value >= self.low if self.low_closed else value > self.low
+        below = value <= self.high if self.high_closed else value < self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>=' if self.low_closed else '>'} {self.low:g}"
+        return (f"in {'[' if self.low_closed else '('}{self.low:g}, {self.high:g}"
+                f"{']' if self.high_closed else ')'}")
+
+
+# Values that cannot train (a negative rate "diverges" a minute in): refused before TensorFlow.
+# Keys a model or dataset lacks are skipped; null means "off" where the config allows it.
+VALUE_RANGES = {
+    "model.learning_rate": Range(0, low_closed=False, meaning="a step size; 0 would not train"),
+    "model.momentum": Range(0, 1, meaning="SGD momentum; 0 is plain SGD"),
+    "model.bn_momentum": Range(0, 1, high_closed=True, meaning="BatchNorm's moving-average factor"),
+    "model.label_smoothing": Range(0, 1, meaning="0 is off; 1 would erase the labels"),
+    "model.mixup_alpha": Range(0, meaning="MixUp's Beta(alpha, alpha); 0 is off"),
+    "model.lr_decay": Range(0, 1, low_closed=False, high_closed=True,
+                            meaning="the factor at each boundary; 1 keeps the rate"),
+    "model.lr_warmup_steps": Range(0, meaning="optimiser steps; 0 is no warm-up"),
+    "model.early_stopping_patience": Range(0, meaning="epochs; 0 or null is off"),
+    "dataset.val_fraction": Range(0, 1, low_closed=False, meaning="the share held out for validation"),
+}
+
+
+def _check_value_ranges(cfg: DictConfig) -> None:
+    for key, valid in VALUE_RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not valid.holds(value):
+            raise ConfigError(
+                f"{key}={value} is out of range: {key} must be {valid} ({valid.meaning}). "
+                "Set it to such a value on the command line or in the model/dataset file."
+            )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad value and its fix."""
     _check_missing(cfg)
@@ -35,6 +85,7 @@ def check_config(cfg: DictConfig) -> None:
             f"steps_per_epoch={cfg.steps_per_epoch} must be positive, or null for one pass "
             "over the training split."
         )
+    _check_value_ranges(cfg)
     _check_model(cfg.model, cfg.dataset.image_size)
     _check_dataset_files(cfg.dataset)
     if cfg.model.name == "bit":

@@ -100,16 +100,26 @@ def create_optimizer_state(model: keras.Model) -> None:
 
 
 def backup_and_restore(backup_dir: str) -> keras.callbacks.Callback:
-    """Keras' BackupAndRestore: public from TF 2.8 on, `callbacks.experimental` before."""
+    """Keras' BackupAndRestore (public from TF 2.8 on, `callbacks.experimental` before), keeping its
+    backup when fit() ends: the runner deletes it once metrics.json is written, so a kill during
+    the final evaluation resumes after the last epoch instead of training again from scratch."""
     callbacks = keras.callbacks
     cls = getattr(callbacks, "BackupAndRestore", None) or callbacks.experimental.BackupAndRestore
-    return cls(backup_dir)
+
+    class KeptBackup(cls):
+        def on_train_end(self, logs=None):
+            # What both versions' on_train_end do, without their delete_backup().
+            del self._training_state
+            del self.model._training_state
+
+    return KeptBackup(backup_dir)
 
 
-def best_checkpoint(path: str, monitor: str, mode: str, best_so_far: float | None):
-    """ModelCheckpoint of the best epoch so far; after a resume, only better than `best_so_far`
+def best_checkpoint(path: str, monitor: str, mode: str, best_so_far: float | None,
+                    checkpoint_class: type = keras.callbacks.ModelCheckpoint):
+    """A ModelCheckpoint of the best epoch so far; after a resume, only better than `best_so_far`
     (initial_value_threshold, which TF 2.6's Keras lacks, sets the same attribute)."""
-    checkpoint = keras.callbacks.ModelCheckpoint(
+    checkpoint = checkpoint_class(
         path, monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
     )
     if best_so_far is not None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.modelzoo import case_name
+from runner.resume import resume_command
+from runner.run_folder import lock_holder
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +94,24 @@ def write_status(run_dir: Path, status: str, **details: Any) -> None:
 def read_status(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / STATUS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def current_status(run_dir: Path) -> dict[str, Any] | None:
+    """status.json as readers should take it. A run killed outright (SIGKILL, out of memory, power
+    or node lost) never recorded its end and still says `running`: if nobody holds the folder's
+    lock (run_folder.py), its process is gone, so it is shown as interrupted, with the resume
+    command. A run that does hold it gets `holder`: pid, host and start of the process."""
+    status = read_status(run_dir)
+    if not status or status.get("status") != RUNNING:
+        return status
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        return {**status, "holder": holder.describe()}
+    return {
+        **status, "status": INTERRUPTED, "resume": resume_command(run_dir),
+        "reason": f"pid {status.get('pid')} on {status.get('host', 'its host')} is gone and the "
+                  "folder is unlocked: killed before it could record its end",
+    }
 
 
 def read_history(run_dir: Path) -> list[dict[str, float]]:

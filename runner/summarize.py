@@ -21,7 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner.report import FINISHED, read_history, read_metrics, read_status
+from runner.report import FINISHED, INTERRUPTED, RUNNING, current_status, read_history, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +62,26 @@ def find_jobs(sweep_dir: Path) -> list[Path]:
 def read_job(run_dir: Path) -> JobResult:
     overrides = [str(item) for item in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
     metrics = read_metrics(run_dir)
-    status = read_status(run_dir) or {}
+    status = current_status(run_dir) or {}
     return JobResult(
         run_dir=run_dir,
         overrides=dict(item.split("=", 1) for item in overrides if "=" in item),
         # metrics.json is written last, so it alone means finished (train() skips such a folder).
         status=FINISHED if metrics is not None else status.get("status", "not started"),
-        reason="" if metrics is not None else status.get("reason", ""),
+        reason="" if metrics is not None else _reason(status),
         metrics=metrics or {},
         history=read_history(run_dir),
     )
+
+
+def _reason(status: dict[str, Any]) -> str:
+    """Why a job did not finish, and for an interrupted one how to go on."""
+    if status.get("status") == RUNNING:
+        return (f"held by {status['holder']}: another process runs it, so a launch beside it "
+                "skips it") if "holder" in status else ""
+    if status.get("status") == INTERRUPTED and "resume" in status:
+        return "; ".join(filter(None, [status.get("reason"), f"resume with: {status['resume']}"]))
+    return status.get("reason", "")
 
 
 def swept_keys(jobs: Sequence[JobResult]) -> list[str]:

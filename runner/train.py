@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from runner.report import (
     write_status,
 )
 from runner.resume import StopSignals, backup_epoch, check_same_config, resume_command
+from runner.run_folder import hold_run_folder
 from runner.workers import current_worker, worker_run_dir
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,7 @@ CHECKPOINTS = "checkpoints"
 BEST_WEIGHTS = "best_weights.h5"
 LAST_WEIGHTS = "last_weights.h5"
 LABELS_FILE = "labels.txt"
-BACKUP_DIR = "backup"  # under checkpoints/: Keras' BackupAndRestore, deleted when fit() ends
+BACKUP_DIR = "backup"  # under checkpoints/: Keras' BackupAndRestore, deleted once metrics.json is written
 RESUME_CONFIG = "resume_config.yaml"  # under checkpoints/: the config the backup was trained with
 
 
@@ -62,25 +65,38 @@ class RunClock:
         return round(self.earlier_seconds + time.perf_counter() - self.started, 2)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> dict[str, Any]:
     """Train and evaluate one run in cfg.output_dir; return (and write) its final metrics.
 
-    A run directory that already holds metrics.json is finished: its metrics are returned as they
-    are. One with a backup from an interrupted run resumes from its last completed epoch.
-    status.json says how the last attempt ended (finished, failed + reason, interrupted).
+    The run folder is locked first: another process holding it raises RunFolderBusy before anything
+    is written. A run directory that already holds metrics.json is finished: its metrics are
+    returned as they are. One with a backup from an interrupted run resumes from its last completed
+    epoch. status.json says how the last attempt ended (finished, failed + reason, interrupted).
+    hydra_cfg: Hydra's own config, under `python -m runner`, for the .hydra/ files.
     """
     run_dir = worker_run_dir(Path(cfg.output_dir), cfg.device)  # rank_<id>/ beside the chief's
-    run_dir.mkdir(parents=True, exist_ok=True)
-    finished = read_metrics(run_dir)
-    if finished is not None:
-        log.info("%s already holds a finished run (%s); nothing to do", run_dir, METRICS_FILE)
-        return finished
+    with hold_run_folder(run_dir):
+        finished = read_metrics(run_dir)
+        if finished is not None:
+            log.info("%s already holds a finished run (%s); nothing to do", run_dir, METRICS_FILE)
+            _settle_finished(run_dir, finished)  # killed right after writing metrics.json?
+            return finished
+        is_chief = run_dir == Path(cfg.output_dir)
+        _save_config(cfg, run_dir, hydra_cfg if is_chief else None)
+        return _train_in_locked_folder(cfg, run_dir)
+
+
+def _train_in_locked_folder(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     handler = attach_log_file(run_dir)
-    clock = RunClock((read_status(run_dir) or {}).get("wall_seconds", 0.0))
+    previous = read_status(run_dir) or {}
+    if previous.get("status") == RUNNING:
+        log.warning("the previous attempt (pid %s on %s) ended without recording how: it was "
+                    "killed; taking its folder over", previous.get("pid"), previous.get("host"))
+    clock = RunClock(previous.get("wall_seconds", 0.0))
     try:
         check_config(cfg)
-        _save_config(cfg, run_dir)
-        write_status(run_dir, RUNNING, pid=os.getpid(), wall_seconds=clock.seconds)
+        write_status(run_dir, RUNNING, pid=os.getpid(), host=socket.gethostname(),
+                     wall_seconds=clock.seconds)
         return _fit_and_report(cfg, run_dir, clock)
     except KeyboardInterrupt:
         _record_interruption(run_dir, clock)
@@ -124,12 +140,20 @@ def _reset_keras() -> None:
         reset_session()
 
 
-def _save_config(cfg: DictConfig, run_dir: Path) -> None:
-    """Hydra writes .hydra/config.yaml; a run started by a test gets the same file from here."""
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        path.parent.mkdir(exist_ok=True)
-        OmegaConf.save(cfg, path, resolve=True)
+def _save_config(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig | None) -> None:
+    """.hydra/: under `python -m runner`, the three files Hydra writes itself elsewhere
+    (conf/config.yaml sets hydra.output_subdir to null so that they are written here, under the
+    folder's lock); a run started by a test gets config.yaml, resolved."""
+    folder = run_dir / ".hydra"
+    folder.mkdir(exist_ok=True)
+    if hydra_cfg is None:
+        if not (folder / "config.yaml").is_file():
+            OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
+        return
+    files = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hydra_cfg}),
+             "overrides.yaml": hydra_cfg.overrides.task}
+    for name, content in files.items():
+        (folder / name).write_text(OmegaConf.to_yaml(content))  # as Hydra writes them
 
 
 def static_shape(cfg: DictConfig) -> bool:
@@ -160,20 +184,19 @@ def _best_val_accuracy_so_far(run_dir: Path) -> float | None:
 
 
 def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals) -> list:
-    from runner.callbacks import HistoryResume, ResumableEarlyStopping, StopOnSignal
+    from runner.callbacks import AtomicModelCheckpoint, HistoryResume, ResumableEarlyStopping, StopOnSignal
     from runner.keras2 import backup_and_restore, best_checkpoint, keras
 
     ckpt_dir = run_dir / CHECKPOINTS
+    backup = backup_and_restore(str(ckpt_dir / BACKUP_DIR))
     callbacks = [
-        # First: an epoch's backup is saved before anything else records that epoch as done.
-        backup_and_restore(str(ckpt_dir / BACKUP_DIR)),
-        HistoryResume(ckpt_dir / BACKUP_DIR, run_dir / HISTORY_FILE),
+        HistoryResume(ckpt_dir / BACKUP_DIR, run_dir / HISTORY_FILE),  # before CSVLogger opens it
         keras.callbacks.TerminateOnNaN(),
         best_checkpoint(
             str(ckpt_dir / BEST_WEIGHTS), monitor="val_accuracy", mode="max",
-            best_so_far=_best_val_accuracy_so_far(run_dir),
+            best_so_far=_best_val_accuracy_so_far(run_dir), checkpoint_class=AtomicModelCheckpoint,
         ),
-        keras.callbacks.ModelCheckpoint(str(ckpt_dir / LAST_WEIGHTS), save_weights_only=True),
+        AtomicModelCheckpoint(str(ckpt_dir / LAST_WEIGHTS), save_weights_only=True),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
         step_logger,
@@ -190,7 +213,11 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals
                 patience=cfg.model.early_stopping_patience, restore_best_weights=True,
             )
         )
-    return [*callbacks, StopOnSignal(signals)]  # last: stops once the others wrote the epoch
+    # The backup last: an epoch is done once it is backed up, after its history row and checkpoints
+    # were written. A kill before that runs the epoch again (history.csv is trimmed to the backup),
+    # so no epoch is lost or listed twice. Its on_train_begin, restoring the backup, still runs
+    # before the first step. StopOnSignal after it: stops once the epoch is recorded.
+    return [*callbacks, backup, StopOnSignal(signals)]
 
 
 def compiled_model(cfg: DictConfig, num_classes: int):
@@ -228,14 +255,26 @@ def _with_hyperrule(cfg: DictConfig, source, run_dir: Path) -> DictConfig:
     return effective
 
 
-def _remove_if_empty(folder: Path) -> None:
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
+def _drop_backup(run_dir: Path) -> None:
+    """The backup outlives fit() until metrics.json is written: a finished run needs it no more."""
+    shutil.rmtree(run_dir / CHECKPOINTS / BACKUP_DIR, ignore_errors=True)
 
 
-def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig) -> None:
-    """TerminateOnNaN stopped fit() early and quietly: make that a failed run, not a result."""
+def _settle_finished(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """What follows metrics.json (the mark of a finished run), done again if a kill cut it short:
+    status.json says finished; the backup and any weights file cut short by a kill are gone."""
+    if (read_status(run_dir) or {}).get("status") != FINISHED:
+        write_status(run_dir, FINISHED, wall_seconds=metrics["wall_seconds"])
+    _drop_backup(run_dir)
+    for partial in (run_dir / CHECKPOINTS).glob("*.tmp.h5"):
+        partial.unlink()
+
+
+def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig, run_dir: Path) -> None:
+    """TerminateOnNaN stopped fit() early and quietly: make that a failed run, not a result. Its
+    backup holds NaN weights: dropped, so that the folder starts afresh (with another config)."""
     if history and not math.isfinite(history[-1].get("loss", 0.0)):
+        _drop_backup(run_dir)
         raise RunFailed(
             f"The training loss became {history[-1]['loss']} in epoch {int(history[-1]['epoch']) + 1}"
             f" and training stopped (TerminateOnNaN): it diverged. Lower model.learning_rate "
@@ -331,10 +370,9 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
             # A modelzoo run prints Keras 2.6's verbose=2 epoch lines itself, on both stacks.
             verbose=0 if console else progress_verbosity(sys.stdout, os.environ),
         )
-    _remove_if_empty(run_dir / CHECKPOINTS / BACKUP_DIR)  # Keras deleted its content when fit() ended
     # history.csv, not fit()'s History: it holds the epochs of earlier attempts too.
     history = read_history(run_dir)
-    _check_loss_is_finite(history, cfg)
+    _check_loss_is_finite(history, cfg, run_dir)
     final = model.evaluate(splits.val, return_dict=True, verbose=0)
     last_epoch = history[-1] if history else {}
     metrics = {
@@ -357,7 +395,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
     figures = _figures(cfg, metrics, step_logger, console, rank_size, run_dir)
     metrics.update(figures)
     write_json_atomic(run_dir / METRICS_FILE, metrics)
-    write_status(run_dir, FINISHED, wall_seconds=metrics["wall_seconds"])
+    _settle_finished(run_dir, metrics)
     log.info(
         "finished: val_accuracy %.4f val_loss %.4f epochs %d wall %.1fs imgs/s: %.2f",
         metrics["val_accuracy"], metrics["val_loss"], metrics["epochs_completed"],

@@ -1,0 +1,197 @@
+"""One writer per run folder, what readers make of a run killed outright, and output folders that
+cannot be written. Real processes throughout: a real `python -m runner` holds a job folder while a
+second command and a re-launched sweep try it, then is SIGKILLed."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from runner.errors import ConfigError
+from runner.report import current_status
+from runner.resume import resume_command
+from runner.run_folder import LOCK_FILE, RunFolderBusy, hold_run_folder, lock_holder
+from tests.conftest import CONF_DIR, runner_env
+
+pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
+HOLD_SCRIPT = (
+    "import sys, time\nfrom pathlib import Path\nfrom runner.run_folder import hold_run_folder\n"
+    "with hold_run_folder(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(600)\n"
+)
+
+
+def start_holder(run_dir: Path) -> subprocess.Popen:
+    """Another process holding run_dir's lock (returns once it holds it)."""
+    process = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(run_dir)],
+                               stdout=subprocess.PIPE, text=True, env=runner_env())
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait(timeout=60)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under folder with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_lock_held_by_another_process_refuses_and_a_dead_ones_is_taken_over(tmp_path):
+    holder = start_holder(tmp_path)
+    try:
+        with pytest.raises(RunFolderBusy) as busy, hold_run_folder(tmp_path):
+            pass
+        message = str(busy.value)
+        assert f"pid {holder.pid} on host {socket.gethostname()}" in message
+        assert str(tmp_path) in message and "\n" not in message
+        assert lock_holder(tmp_path).pid == holder.pid
+    finally:
+        kill(holder)  # SIGKILL: the kernel releases its lock; its pid stays in the file
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == holder.pid
+    assert lock_holder(tmp_path) is None
+    with hold_run_folder(tmp_path):
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+        with hold_run_folder(tmp_path):  # python -m runner holds it around train(), which does too
+            assert lock_holder(tmp_path).pid == os.getpid()
+
+
+def test_a_running_status_without_a_live_process_reads_as_interrupted(tmp_path):
+    holder = start_holder(tmp_path)
+    (tmp_path / "status.json").write_text(json.dumps({"status": "running", "pid": holder.pid}))
+    try:
+        running = current_status(tmp_path)
+        assert running["status"] == "running" and f"pid {holder.pid}" in running["holder"]
+    finally:
+        kill(holder)
+    interrupted = current_status(tmp_path)
+    assert interrupted["status"] == "interrupted"
+    assert f"pid {holder.pid}" in interrupted["reason"] and "killed" in interrupted["reason"]
+    assert interrupted["resume"] == f"python -m runner resume={tmp_path}"
+    (tmp_path / LOCK_FILE).unlink()  # a folder from before run.lock existed: no lock, no process
+    assert current_status(tmp_path)["status"] == "interrupted"
+
+
+def unwritable_folders(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "a_file").write_text("")
+    read_only = tmp_path / "read_only"
+    read_only.mkdir(mode=0o555)
+    # root writes through any mode bits: /sys refuses even root.
+    no_permission = Path("/sys/runner-test") if os.geteuid() == 0 else read_only / "run"
+    return {"proc": Path("/proc/runner-test"), "through a file": tmp_path / "a_file" / "run",
+            "no permission": no_permission}
+
+
+@pytest.mark.parametrize("case", ["proc", "through a file", "no permission"])
+def test_an_output_folder_that_cannot_be_written_is_one_paragraph(case, tmp_path):
+    folder = unwritable_folders(tmp_path)[case]
+    result = subprocess.run([sys.executable, "-m", "runner", f"hydra.run.dir={folder}"],
+                            capture_output=True, text=True, env=runner_env(), timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert f"Cannot write the output folder {folder}" in line and "hydra.run.dir=<" in line
+
+
+def test_train_refuses_an_output_dir_that_cannot_be_written(tmp_path, compose_cfg):
+    from runner.train import train
+
+    with pytest.raises(ConfigError, match="Cannot write the output folder /proc/runner-test"):
+        train(compose_cfg([], Path("/proc/runner-test")))
+
+
+# --- Two real processes on one run folder, and a sweep re-launched beside them ---------------
+
+def job_folder_name(overrides: list[str]) -> str:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    return cfg.hydra.job.override_dirname
+
+
+def read_status_of(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def summary_rows(sweep_dir: Path) -> dict[str, dict[str, str]]:
+    with open(sweep_dir / "summary.csv") as f:
+        return {row["model.crop_size"]: row for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def held_job(tmp_path_factory, toy_bit_run):
+    """A real run (A) in the folder of a sweep job, frozen with SIGSTOP once it holds the folder and
+    says `running`; while it holds it, the same command again (C) and a sweep over that job and a
+    bad one (B); then A is SIGKILLed and the sweep folder summarized."""
+    sweep_dir = tmp_path_factory.mktemp("held")
+    fixed = [o for o in toy_bit_run if not o.startswith("model.crop_size=")]
+    run_dir = sweep_dir / job_folder_name([*fixed, "model.crop_size=24"])
+    command = [sys.executable, "-m", "runner", *fixed, "model.crop_size=24"]
+    first = subprocess.Popen([*command, f"hydra.run.dir='{run_dir}'"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, env=runner_env())
+    try:
+        deadline = time.monotonic() + 120
+        while read_status_of(run_dir).get("pid") != first.pid:
+            assert first.poll() is None, first.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run never said it was running"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)  # alive, holding the lock, writing nothing
+        before = snapshot(run_dir)
+        second = subprocess.run([*command, f"hydra.run.dir='{run_dir}'"], capture_output=True,
+                                text=True, env=runner_env(), timeout=120)
+        sweep = subprocess.run(
+            [sys.executable, "-m", "runner", "-m", *fixed, "model.crop_size=24,64",
+             f"hydra.sweep.dir={sweep_dir}"], capture_output=True, text=True, env=runner_env(),
+            timeout=120,
+        )
+        after = snapshot(run_dir)
+        held_rows = summary_rows(sweep_dir)
+    finally:
+        kill(first)
+    summarized = subprocess.run([sys.executable, "-m", "runner.summarize", str(sweep_dir)],
+                                capture_output=True, text=True, env=runner_env(), timeout=120)
+    return {"run_dir": run_dir, "pid": first.pid, "second": second, "sweep": sweep,
+            "unchanged": before == after, "held_rows": held_rows, "summarized": summarized,
+            "killed_rows": summary_rows(sweep_dir)}
+
+
+def test_a_second_process_on_a_held_folder_stops_at_once_naming_the_holder(held_job):
+    second = held_job["second"]
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    (line,) = [line for line in second.stderr.splitlines() if "[ERROR]" in line]
+    assert f"The run folder {held_job['run_dir']} is in use: pid {held_job['pid']} on host " \
+           f"{socket.gethostname()}" in line
+    assert "Wait for that run to end" in line and "another hydra.run.dir" in line
+    assert held_job["unchanged"]  # neither the second command nor the sweep wrote into it
+
+
+def test_a_sweep_beside_a_running_job_skips_it_and_says_so(held_job):
+    sweep, rows = held_job["sweep"], held_job["held_rows"]
+    assert sweep.returncode == 1, sweep.stderr[-3000:]
+    assert "job skipped: The run folder" in sweep.stderr
+    assert rows["24"]["status"] == "running"
+    assert f"held by pid {held_job['pid']} on host" in rows["24"]["reason"]
+    assert "skips it" in rows["24"]["reason"]
+    assert rows["64"]["status"] == "failed"  # the sweep went on to its other job
+
+
+def test_the_summary_shows_the_killed_job_as_interrupted_with_the_resume_command(held_job):
+    assert held_job["summarized"].returncode == 0, held_job["summarized"].stderr[-3000:]
+    row = held_job["killed_rows"]["24"]
+    assert row["status"] == "interrupted"
+    assert f"pid {held_job['pid']}" in row["reason"]
+    assert row["reason"].endswith(f"resume with: {resume_command(held_job['run_dir'])}")
+    assert "| interrupted |" in held_job["summarized"].stdout
