@@ -139,7 +139,7 @@ def _check_bit_files(model_cfg: DictConfig) -> None:
     elif not str(model_cfg.handle).startswith(("http://", "https://")):
         from models.hub_handle import resolve_handle
 
-        resolve_handle(model_cfg.handle)  # checks the folder, extracts an archive once
+        resolve_handle(model_cfg.handle, model_cfg.get("cache_dir"))  # checks it; extracts an archive once
 
 
 def _check_dataset_files(dataset_cfg: DictConfig) -> None:

@@ -37,6 +37,7 @@ def build_network(model_cfg: Any, num_classes: int, image_size: int):
             trainable_backbone=model_cfg.trainable_backbone,
             backbone=model_cfg.backbone,
             weights=model_cfg.weights,
+            cache_dir=model_cfg.get("cache_dir"),  # absent in runs made before it existed
             block_units=tuple(model_cfg.block_units),
             width_factor=model_cfg.width_factor,
         )

@@ -37,6 +37,7 @@ def bit_run(flowers, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("bit_run") / "run"
     overrides = [
         "model=bit", f"dataset.data_dir={flowers}", f"model.handle={flowers / 'bit_m-r50x1_1.tar.gz'}",
+        f"model.cache_dir={run_dir.parent / 'cache'}",
         "model.schedule=hyperrule", "batch_size=8", "steps_per_epoch=250", "log_steps=50",
         "model.learning_rate=0.4",  # x 8/512 per step
     ]
@@ -56,6 +57,8 @@ def test_bit_trains_from_an_archive_and_writes_the_run_directory(bit_run):
     losses = [row["loss"] for row in history_rows(run_dir)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert (run_dir / "checkpoints" / "labels.txt").read_text().split()[0] == "dandelion"
+    # The archive was extracted once, into model.cache_dir.
+    assert len(list((run_dir.parent / "cache").glob("bit_m-r50x1_1-*/saved_model.pb"))) == 1
 
 
 def test_hyperrule_decides_resolution_and_steps_and_the_run_keeps_both_configs(bit_run):
@@ -106,7 +109,9 @@ def test_an_archive_with_an_escaping_member_is_refused(tmp_path):
     payload.write_text("x")
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(payload, arcname="../evil.txt")
-    cfg = compose_config(["model=bit", f"model.handle={archive}"], tmp_path / "run")
+    cfg = compose_config(
+        ["model=bit", f"model.handle={archive}", f"model.cache_dir={tmp_path / 'cache'}"], tmp_path / "run"
+    )
     with pytest.raises(ConfigError) as info:
         build_network(cfg.model, 5, 384)
     assert str(archive) in str(info.value)

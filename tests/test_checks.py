@@ -105,5 +105,6 @@ def test_bit_native_weights_missing(tmp_path):
 def test_corrupt_bit_archive(tmp_path):
     (tmp_path / "bit.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
     message = error_for(["model=bit", f"model.handle={tmp_path / 'bit.tar.gz'}",
-                         "dataset=digits", "model.crop_size=32"], tmp_path)
+                         f"model.cache_dir={tmp_path / 'cache'}", "dataset=digits", "model.crop_size=32"],
+                        tmp_path)
     assert "bit.tar.gz" in message
