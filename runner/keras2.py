@@ -13,6 +13,7 @@ scattered through the code.
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 from typing import Any
@@ -93,10 +94,23 @@ def compile_options(jit_compile: bool | None) -> dict[str, Any]:
 
 
 def backup_and_restore(backup_dir: str) -> keras.callbacks.Callback:
-    """Keras' BackupAndRestore: public from TF 2.8 on, `callbacks.experimental` before."""
+    """Keras' BackupAndRestore, except that the backup outlives fit(): Keras deletes it when fit()
+    ends, but the run goes on (the final evaluation, metrics.json), and a run stopped there must
+    not restart from epoch 0. train() removes the backup once metrics.json is written.
+
+    tf-keras 2.21 has `delete_checkpoint`; TF 2.6's (still `callbacks.experimental`) always deletes
+    in on_train_end, so there on_train_end does the rest of its work only."""
     callbacks = keras.callbacks
     cls = getattr(callbacks, "BackupAndRestore", None) or callbacks.experimental.BackupAndRestore
-    return cls(backup_dir)
+    if "delete_checkpoint" in inspect.signature(cls).parameters:
+        return cls(backup_dir, delete_checkpoint=False)
+
+    class BackupKeptAfterFit(cls):
+        def on_train_end(self, logs=None):
+            del self._training_state  # Keras 2.6's on_train_end without delete_backup()
+            del self.model._training_state
+
+    return BackupKeptAfterFit(backup_dir)
 
 
 def best_checkpoint(path: str, monitor: str, mode: str, best_so_far: float | None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ CHECKPOINTS = "checkpoints"
 BEST_WEIGHTS = "best_weights.h5"
 LAST_WEIGHTS = "last_weights.h5"
 LABELS_FILE = "labels.txt"
-BACKUP_DIR = "backup"  # under checkpoints/: Keras' BackupAndRestore, deleted when fit() ends
+BACKUP_DIR = "backup"  # under checkpoints/: Keras' BackupAndRestore, removed once metrics.json exists
 RESUME_CONFIG = "resume_config.yaml"  # under checkpoints/: the config the backup was trained with
 
 
@@ -74,6 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finished = read_metrics(run_dir)
     if finished is not None:
         log.info("%s already holds a finished run (%s); nothing to do", run_dir, METRICS_FILE)
+        _remove_backup(run_dir)  # left behind if the run was stopped right after metrics.json
         return finished
     handler = attach_log_file(run_dir)
     clock = RunClock((read_status(run_dir) or {}).get("wall_seconds", 0.0))
@@ -227,9 +229,10 @@ def _with_hyperrule(cfg: DictConfig, source, run_dir: Path) -> DictConfig:
     return effective
 
 
-def _remove_if_empty(folder: Path) -> None:
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
+def _remove_backup(run_dir: Path) -> None:
+    """The resume backup, once metrics.json marks the run finished (never before: a run stopped
+    during the final evaluation resumes from it with no epoch left to train)."""
+    shutil.rmtree(run_dir / CHECKPOINTS / BACKUP_DIR, ignore_errors=True)
 
 
 def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig) -> None:
@@ -330,7 +333,6 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
             # A modelzoo run prints Keras 2.6's verbose=2 epoch lines itself, on both stacks.
             verbose=0 if console else progress_verbosity(sys.stdout, os.environ),
         )
-    _remove_if_empty(run_dir / CHECKPOINTS / BACKUP_DIR)  # Keras deleted its content when fit() ended
     # history.csv, not fit()'s History: it holds the epochs of earlier attempts too.
     history = read_history(run_dir)
     _check_loss_is_finite(history, cfg)
@@ -357,6 +359,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
     metrics.update(figures)
     write_json_atomic(run_dir / METRICS_FILE, metrics)
     write_status(run_dir, FINISHED, wall_seconds=metrics["wall_seconds"])
+    _remove_backup(run_dir)
     log.info(
         "finished: val_accuracy %.4f val_loss %.4f epochs %d wall %.1fs imgs/s: %.2f",
         metrics["val_accuracy"], metrics["val_loss"], metrics["epochs_completed"],
