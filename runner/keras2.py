@@ -93,6 +93,15 @@ def compile_options(jit_compile: bool | None) -> dict[str, Any]:
     return {"jit_compile": jit_compile}
 
 
+def compiled_switches(model: keras.Model) -> dict[str, Any]:
+    """jit_compile and steps_per_execution as the compiled model holds them (Keras may turn
+    jit_compile off; TF 2.6's Keras has no XLA switch: False)."""
+    return {
+        "jit_compile": bool(getattr(model, "jit_compile", False)),
+        "steps_per_execution": int(model._steps_per_execution.numpy()),  # a variable in both Kerases
+    }
+
+
 def backup_and_restore(backup_dir: str) -> keras.callbacks.Callback:
     """Keras' BackupAndRestore, except that the backup outlives fit(): Keras deletes it when fit()
     ends, but the run goes on (the final evaluation, metrics.json), and a run stopped there must
