@@ -33,7 +33,7 @@ def test_cache_follows_the_switch_then_the_budget(overrides, decoded_mb, expecte
 def test_speed_switches_compose_typed():
     cfg = compose_config(["jit_compile=true", "steps_per_execution=4", "threads.intra_op=2"])
     assert cfg.jit_compile is True and cfg.steps_per_execution == 4 and cfg.threads.intra_op == 2
-    assert compose_config([]).jit_compile is None  # Keras' auto
+    assert compose_config([]).jit_compile is None  # Keras 2's default: off
 
 
 @pytest.mark.parametrize("override", ["jit_compile=maybe", "pipeline.cache=sometimes"])
