@@ -7,6 +7,7 @@ import csv
 import json
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,17 @@ LAUNCHERS = {
 JOBS = ["seed=1", "seed=2"]  # the folder names: seed is the one swept key
 
 
+# submitit 1.5.4 cannot find its executors on Python 3.9; requirements-ascend.txt pins 1.5.3, so
+# only an environment installed before that pin skips (and says how to fix it).
+SUBMITIT_BROKEN = sys.version_info < (3, 10) and version("submitit") == "1.5.4"
+
+
 @pytest.fixture(scope="module", params=sorted(LAUNCHERS))
 def sweep(request, tmp_path_factory, toy_bit_run) -> dict:
     launcher = request.param
+    if launcher == "submitit_local" and SUBMITIT_BROKEN:
+        pytest.skip("submitit 1.5.4 fails on Python 3.9 (KeyError: 'submitit'): "
+                    "pip install -r requirements-ascend.txt installs 1.5.3")
     sweep_dir = tmp_path_factory.mktemp(launcher) / "sweep"
     result = subprocess.run(
         [sys.executable, "-m", "runner", "-m", *toy_bit_run, *LAUNCHERS[launcher], "seed=1,2",
