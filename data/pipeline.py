@@ -77,3 +77,16 @@ def make_batches(ds: tf.data.Dataset, spec: PipelineSpec, training: bool) -> tf.
     if training and spec.mixup_alpha > 0:
         ds = ds.map(lambda images, labels: mixup(images, labels, spec.mixup_alpha))
     return ds.prefetch(AUTOTUNE)
+
+
+def caches_in_memory(ds: tf.data.Dataset) -> bool:
+    """Whether a cache() stage is upstream of ds, read from the pipeline itself (its chain of
+    input datasets: tf.data has no public way to list them; both stacks name the stage
+    CacheDataset)."""
+    pending = [ds]
+    while pending:
+        stage = pending.pop()
+        if type(stage).__name__ == "CacheDataset":
+            return True
+        pending.extend(stage._inputs())
+    return False

@@ -15,12 +15,15 @@ with (runner/resume.py). How a run ends decides the exit status:
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 import runner.schema  # noqa: F401  (registers the config schemas)
 from runner.errors import ConfigError, RunInterrupted
@@ -61,13 +64,43 @@ def main(cfg: DictConfig) -> float | None:
     return metrics["val_accuracy"]
 
 
+# Hydra's own config errors: an unknown group option or key, a wrong type, a bad enum value, an
+# override it cannot parse. (Not InstantiationException: a broken callback is a bug, not input.)
+HYDRA_CONFIG_ERRORS = (ConfigCompositionException, OverrideParseException, OmegaConfBaseException)
+
+
+def hydra_error_message(error: Exception) -> str:
+    """Hydra's message and the first line of the OmegaConf error under it (the part naming the
+    type or the allowed values), in one paragraph, without Hydra's search path and OmegaConf's
+    key metadata; ConfigError folds the option lists Hydra prints one per line."""
+    message = str(error).split("Config search path:")[0]
+    cause = error.__cause__
+    if isinstance(cause, OmegaConfBaseException) and str(cause) not in message:
+        message += " " + str(cause).strip().splitlines()[0]
+    return str(ConfigError(
+        f"{message} (python -m runner --help lists the groups and their options; "
+        "python -m runner --cfg job [overrides] prints the config with its keys.)"
+    ))
+
+
 def _run() -> None:
     try:
         sys.argv[1:] = expand_resume_argument(sys.argv[1:])
     except ConfigError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
-    main()
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's own traceback
+        main()
+        return
+    # Without it, Hydra prints a config error and exits 1, the code of a failed run; with it, the
+    # error reaches us and exits 2 like every other config mistake. Only Hydra's error report reads
+    # the variable (launchers' jobs and the sweep summary do not), so the jobs it reaches are unchanged.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except HYDRA_CONFIG_ERRORS as error:
+        print(f"Error: {hydra_error_message(error)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -60,3 +60,11 @@ def configure_threads(threads_cfg: Any) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(threads_cfg.intra_op)
     if threads_cfg.inter_op is not None:
         tf.config.threading.set_inter_op_parallelism_threads(threads_cfg.inter_op)
+
+
+def thread_pools() -> dict[str, int]:
+    """TensorFlow's op thread pools as it holds them (0: its own choice, one per core)."""
+    return {
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+    }

@@ -13,6 +13,7 @@ scattered through the code.
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 from typing import Any
@@ -99,20 +100,33 @@ def create_optimizer_state(model: keras.Model) -> None:
     model.optimizer._create_all_weights(model.trainable_variables)
 
 
+def compiled_switches(model: keras.Model) -> dict[str, Any]:
+    """jit_compile and steps_per_execution as the compiled model holds them (Keras may turn
+    jit_compile off; TF 2.6's Keras has no XLA switch: False)."""
+    return {
+        "jit_compile": bool(getattr(model, "jit_compile", False)),
+        "steps_per_execution": int(model._steps_per_execution.numpy()),  # a variable in both Kerases
+    }
+
+
 def backup_and_restore(backup_dir: str) -> keras.callbacks.Callback:
-    """Keras' BackupAndRestore (public from TF 2.8 on, `callbacks.experimental` before), keeping its
-    backup when fit() ends: the runner deletes it once metrics.json is written, so a kill during
-    the final evaluation resumes after the last epoch instead of training again from scratch."""
+    """Keras' BackupAndRestore, except that the backup outlives fit(): Keras deletes it when fit()
+    ends, but the run goes on (the final evaluation, metrics.json), and a run stopped there must
+    not restart from epoch 0. train() removes the backup once metrics.json is written.
+
+    tf-keras 2.21 has `delete_checkpoint`; TF 2.6's (still `callbacks.experimental`) always deletes
+    in on_train_end, so there on_train_end does the rest of its work only."""
     callbacks = keras.callbacks
     cls = getattr(callbacks, "BackupAndRestore", None) or callbacks.experimental.BackupAndRestore
+    if "delete_checkpoint" in inspect.signature(cls).parameters:
+        return cls(backup_dir, delete_checkpoint=False)
 
-    class KeptBackup(cls):
+    class BackupKeptAfterFit(cls):
         def on_train_end(self, logs=None):
-            # What both versions' on_train_end do, without their delete_backup().
-            del self._training_state
+            del self._training_state  # Keras 2.6's on_train_end without delete_backup()
             del self.model._training_state
 
-    return KeptBackup(backup_dir)
+    return BackupKeptAfterFit(backup_dir)
 
 
 def best_checkpoint(path: str, monitor: str, mode: str, best_so_far: float | None,

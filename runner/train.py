@@ -240,6 +240,18 @@ def compiled_model(cfg: DictConfig, num_classes: int):
     return model
 
 
+def _log_speed_switches(model, train_data) -> None:
+    """The speed switches as the model, TensorFlow and the pipeline hold them, not as configured:
+    train.log shows what ran."""
+    from data.pipeline import caches_in_memory
+    from runner.device import thread_pools
+    from runner.keras2 import compiled_switches
+
+    switches = {**compiled_switches(model), **{f"threads.{k}": v for k, v in thread_pools().items()},
+                "pipeline.cache": caches_in_memory(train_data)}
+    log.info("speed switches in effect: %s", " ".join(f"{k}={v}" for k, v in switches.items()))
+
+
 def _with_hyperrule(cfg: DictConfig, source, run_dir: Path) -> DictConfig:
     """Fill in BiT-HyperRule's choices and record them where evaluate/export read the config."""
     from runner.datasets import count_examples, first_image_shape
@@ -357,6 +369,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
     step_logger = StepLogger(cfg.log_steps, cfg.batch_size, cfg.epochs)
     console = _modelzoo_console(cfg)
     train_data = splits.train.repeat() if cfg.steps_per_epoch else splits.train
+    _log_speed_switches(model, train_data)
     with StopSignals() as signals:
         model.fit(
             train_data,

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ON_ASCEND_STACK, runner_env
 
 
@@ -61,11 +63,56 @@ def test_missing_dataset_folder_names_the_folder_and_the_fix(tmp_path):
     assert str(missing) in result.stderr and "tfds build tf_flowers" in result.stderr
 
 
+def config_error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """stderr without -X importtime's lines."""
+    return [line for line in result.stderr.splitlines() if "| " not in line]
+
+
 def test_unknown_group_option_lists_the_choices(tmp_path):
     result = run_runner("device=tpu", f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
-    assert result.returncode != 0
-    assert "tpu" in result.stderr and "cpu" in result.stderr and "npu" in result.stderr
+    assert result.returncode == 2
+    assert "tpu" in result.stderr and "cpu gpu npu" in result.stderr
     assert not imports_tensorflow(result)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("device=tpu", "Could not find 'device/tpu'"),  # unknown group option
+        ("batch_sise=32", "Key 'batch_sise' not in"),  # unknown key
+        ("batch_size=abc", "'abc' of type 'str' could not be converted to Integer"),  # wrong type
+        ("device.type=tpu", "expected one of [cpu, gpu, npu]"),  # bad enum value
+    ],
+)
+def test_every_hydra_config_mistake_exits_2_with_one_paragraph(tmp_path, override, named):
+    """README: a config mistake is one paragraph on stderr and exit code 2, before TensorFlow
+    (Hydra's own path exits 1 with its search path when the runner does not catch it)."""
+    result = run_runner(override, f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = config_error_lines(result)
+    assert len(errors) == 1 and named in errors[0], errors
+    assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+    assert not imports_tensorflow(result)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_with_a_wrong_type_exits_2_before_any_job(tmp_path):
+    result = run_runner("-m", "batch_size=16,abc", f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(config_error_lines(result)) == 1
+    assert not imports_tensorflow(result)
+    assert not [p for p in (tmp_path / "sweep").glob("*") if p.is_dir()]  # no job folder
+
+
+def test_a_run_whose_loss_becomes_nan_exits_1_and_records_failed(tmp_path, toy_bit_run):
+    run_dir = tmp_path / "run"
+    result = run_runner(*toy_bit_run, "model.learning_rate=1e30", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"] == "RunFailed"
+    assert "TerminateOnNaN" in status["reason"] and "model.learning_rate" in status["reason"]
+    assert not (run_dir / "metrics.json").exists()
 
 
 def test_help_maps_every_ascend_flag_to_its_override_without_tensorflow():
