@@ -50,7 +50,7 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:
             return FAILED_JOB_RESULT
         sys.exit(2 if isinstance(error, ConfigError) else 1)
-    return metrics["val_accuracy"]
+    return metrics[str(cfg.optimized_metric)]
 
 
 def _run() -> None:

@@ -36,6 +36,7 @@ from runner.report import (
     write_status,
 )
 from runner.resume import StopSignals, backup_epoch, check_same_config, resume_command
+from runner.tracking import NoTracker, start_tracking, write_hparams
 from runner.workers import current_worker, worker_run_dir
 
 log = logging.getLogger(__name__)
@@ -77,16 +78,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return finished
     handler = attach_log_file(run_dir)
     clock = RunClock((read_status(run_dir) or {}).get("wall_seconds", 0.0))
+    tracker = NoTracker()
     try:
         check_config(cfg)
         _save_config(cfg, run_dir)
+        tracker = start_tracking(cfg, run_dir)  # an unreachable store stops the run here
         write_status(run_dir, RUNNING, pid=os.getpid(), wall_seconds=clock.seconds)
-        return _fit_and_report(cfg, run_dir, clock)
+        metrics = _fit_and_report(cfg, run_dir, clock, tracker)
+        tracker.finish(run_dir)
+        return metrics
     except KeyboardInterrupt:
         _record_interruption(run_dir, clock)
+        tracker.end("KILLED")
         raise
     except Exception as error:
         _record_failure(run_dir, error, clock)
+        tracker.end("FAILED", (read_status(run_dir) or {}).get("reason", ""))
         raise
     finally:
         _reset_keras()
@@ -159,8 +166,9 @@ def _best_val_accuracy_so_far(run_dir: Path) -> float | None:
     return max(values, default=None)
 
 
-def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals) -> list:
-    from runner.callbacks import HistoryResume, ResumableEarlyStopping, StopOnSignal
+def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals,
+               tracker: NoTracker) -> list:
+    from runner.callbacks import HistoryResume, ResumableEarlyStopping, StopOnSignal, TrackEpochs
     from runner.keras2 import backup_and_restore, best_checkpoint, keras
 
     ckpt_dir = run_dir / CHECKPOINTS
@@ -175,8 +183,9 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals
         ),
         keras.callbacks.ModelCheckpoint(str(ckpt_dir / LAST_WEIGHTS), save_weights_only=True),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
-        keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
+        *([keras.callbacks.TensorBoard(str(run_dir / "tensorboard"))] if cfg.logger.tensorboard else []),
         step_logger,
+        TrackEpochs(tracker),
     ]
     if not current_worker(cfg.device).is_chief and not cfg.device.multi_worker:
         # Only rank 0 writes checkpoints; every rank keeps its own backup so that each can resume.
@@ -268,7 +277,8 @@ def _figures(cfg: DictConfig, metrics: dict[str, Any], step_logger, console, ran
     return figures
 
 
-def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str, Any]:
+def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock,
+                    tracker: NoTracker) -> dict[str, Any]:
     from runner.debug import tf_debug_tools
     from runner.device import build_strategy, configure_threads, describe_devices
     from runner.keras2 import keras_api, set_op_determinism, set_random_seed
@@ -288,11 +298,11 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str
     )
     # GPU/CPU debug tools are process-wide: on for this run's training only.
     with tf_debug_tools(cfg.debug, cfg.device.type) as debug_callbacks:
-        return _train_and_report(cfg, run_dir, strategy, policy, clock, debug_callbacks)
+        return _train_and_report(cfg, run_dir, strategy, policy, clock, debug_callbacks, tracker)
 
 
 def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clock: RunClock,
-                      debug_callbacks: list) -> dict[str, Any]:
+                      debug_callbacks: list, tracker: NoTracker) -> dict[str, Any]:
     from runner.callbacks import ModelZooLines, StepLogger
     from runner.datasets import build_splits, load_source
     from runner.npu import multi_card_callbacks, training_shard
@@ -323,7 +333,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
             validation_data=splits.val,
             epochs=cfg.epochs,
             steps_per_epoch=cfg.steps_per_epoch,
-            callbacks=[*_callbacks(cfg, run_dir, step_logger, signals),
+            callbacks=[*_callbacks(cfg, run_dir, step_logger, signals, tracker),
                        *multi_card_callbacks(cfg.device), *debug_callbacks,
                        *([ModelZooLines(console)] if console else [])],
             shuffle=False,  # the pipeline shuffles
@@ -355,6 +365,8 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
     rank_size = max(strategy.num_replicas_in_sync, current_worker(cfg.device).size)
     figures = _figures(cfg, metrics, step_logger, console, rank_size, run_dir)
     metrics.update(figures)
+    if cfg.logger.tensorboard and cfg.logger.tensorboard.hparams:
+        write_hparams(cfg, run_dir, metrics)
     write_json_atomic(run_dir / METRICS_FILE, metrics)
     write_status(run_dir, FINISHED, wall_seconds=metrics["wall_seconds"])
     log.info(
