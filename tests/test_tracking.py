@@ -13,17 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
+from mlflow.tracking import MlflowClient  # requirements-dev.txt installs it: CI tests it on both stacks
 from omegaconf import OmegaConf
 
 from runner.errors import ConfigError, RunFailed
 from runner.tracking import PIP_COMMAND, RUN_FILE, start_tracking
 from runner.train import train
 from tests.conftest import compose_config, runner_env
-
-mlflow = pytest.importorskip("mlflow", reason=f"MLflow is optional: {PIP_COMMAND}")
-optuna = pytest.importorskip("optuna")
-from mlflow.tracking import MlflowClient  # noqa: E402
 
 pytestmark = pytest.mark.ascend_stack
 
