@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,20 @@ def tracking_uri(uri: str) -> str:
     return prefix + str(path)
 
 
+@contextmanager
+def _root_logging_kept() -> Iterator[None]:
+    """MLflow 2 (the Ascend stack's) migrates a new SQLite store through alembic's fileConfig,
+    which replaces the root logger's handlers (train.log's, Hydra's console) and level: restore
+    them."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def connect(uri: str) -> Any:
     """An MlflowClient that has answered once; else the one-paragraph error naming the URI."""
     mlflow = import_mlflow()
@@ -126,8 +141,9 @@ def connect(uri: str) -> Any:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     try:
-        client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri(uri))
-        client.search_experiments(max_results=1)
+        with _root_logging_kept():
+            client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri(uri))
+            client.search_experiments(max_results=1)  # creates a new SQLite store's tables
     except ConfigError:
         raise
     except Exception as error:

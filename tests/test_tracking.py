@@ -76,6 +76,8 @@ def test_a_run_is_one_mlflow_run_with_params_tags_and_metrics_per_epoch(single_r
     metrics = single_runs["metrics"]
     assert run.data.metrics["final/val_accuracy"] == pytest.approx(metrics["val_accuracy"])
     assert run.data.metrics["final/epochs_completed"] == 2
+    # Opening a new store (MLflow 2 migrates it through alembic's logging setup) keeps train.log.
+    assert "finished: val_accuracy" in (folder / "train.log").read_text()
 
 
 def test_the_run_folders_small_files_are_its_artifacts_and_weights_are_not(single_runs):
