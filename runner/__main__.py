@@ -61,7 +61,7 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:
             return FAILED_JOB_RESULT
         sys.exit(2 if isinstance(error, ConfigError) else 1)
-    return metrics["val_accuracy"]
+    return metrics[str(cfg.optimized_metric)]
 
 
 # Hydra's own config errors: an unknown group option or key, a wrong type, a bad enum value, an

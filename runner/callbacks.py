@@ -12,6 +12,7 @@ from runner.keras2 import keras
 from runner.modelzoo import ConsoleLines
 from runner.report import read_history
 from runner.resume import StopSignals, backup_epoch, trim_history
+from runner.tracking import NoTracker
 
 log = logging.getLogger("runner.fit")
 
@@ -181,6 +182,18 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.model.load_weights(self.best_weights_file)
             self.best_weights = self.model.get_weights()
             self.model.set_weights(current)
+
+
+class TrackEpochs(keras.callbacks.Callback):
+    """Hands each finished epoch's metrics to the run's tracker (runner/tracking.py) at once, so a
+    tracking UI follows the run live."""
+
+    def __init__(self, tracker: NoTracker):
+        super().__init__()
+        self.tracker = tracker
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.tracker.log_epoch(epoch, dict(logs or {}))
 
 
 class StopOnSignal(keras.callbacks.Callback):

@@ -50,7 +50,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
@@ -76,7 +76,7 @@ def environment(device: dict[str, Any], keras_api: dict[str, str]) -> dict[str, 
         "platform": platform.platform(),
         "keras_api": keras_api,
         "packages": {name: _version(name) for name in packages},
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "device": device,
     }
 

@@ -25,8 +25,8 @@ from runner.errors import ConfigError, RunInterrupted
 log = logging.getLogger(__name__)
 
 RESUME_PREFIX = "resume="
-# Keys a resumed run may change: they do not change what is trained.
-MAY_CHANGE_ON_RESUME = {"output_dir", "log_steps"}
+# Top-level keys a resumed run may change: they do not change what is trained.
+MAY_CHANGE_ON_RESUME = {"output_dir", "log_steps", "logger", "optimized_metric"}
 
 
 class StopSignals:
@@ -101,7 +101,7 @@ def trim_history(history_csv: Path, epochs: int) -> None:
     os.replace(tmp, history_csv)
 
 
-def _flat(cfg: DictConfig) -> dict[str, object]:
+def flat_config(cfg: DictConfig) -> dict[str, object]:
     flat: dict[str, object] = {}
 
     def walk(node: object, prefix: str) -> None:
@@ -117,10 +117,10 @@ def _flat(cfg: DictConfig) -> dict[str, object]:
 
 def check_same_config(cfg: DictConfig, saved_config: Path) -> None:
     """Refuse to resume a backup with a different config (it would train something else)."""
-    before, now = _flat(OmegaConf.load(saved_config)), _flat(cfg)
+    before, now = flat_config(OmegaConf.load(saved_config)), flat_config(cfg)
     changed = sorted(
         key for key in before.keys() | now.keys()
-        if key not in MAY_CHANGE_ON_RESUME and before.get(key) != now.get(key)
+        if key.split(".")[0] not in MAY_CHANGE_ON_RESUME and before.get(key) != now.get(key)
     )
     if changed:
         shown = ", ".join(f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:5])

@@ -11,7 +11,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class Choice(str, Enum):
@@ -59,6 +59,18 @@ class CaseKind(Choice):
     acc = "acc"
     perf = "perf"
     dynamic_perf = "dynamic_perf"  # BiT's train_performance_1p_dynamic_eval.sh
+
+
+class OptimizedMetric(Choice):
+    """What a run returns to a sweeper (`hparams_search=optuna` optimises it)."""
+
+    val_accuracy = "val_accuracy"
+    val_loss = "val_loss"
+
+
+def direction(metric: str) -> str:
+    """Optuna's direction for a metric: losses are minimised, accuracies maximised."""
+    return "minimize" if metric.endswith("loss") else "maximize"
 
 
 class ModelZoo(Choice):
@@ -154,6 +166,28 @@ class PipelineConfig:
 
 
 @dataclass
+class TensorBoardLogger:
+    hparams: bool = True  # the run's hyperparameters and final metrics for TensorBoard's HParams tab
+
+
+@dataclass
+class MlflowLogger:
+    # Relative paths are from the working directory, as outputs/ is (runner/tracking.py).
+    tracking_uri: str = "sqlite:///outputs/mlflow.db"
+    # One experiment for everything: a sweep's parent and child runs must share it.
+    experiment_name: str = "runner"
+    log_weights: bool = False  # checkpoints/*_weights.h5 as artifacts too
+
+
+@dataclass
+class LoggerConfig:
+    """Filled by the `logger` group: `logger=[tensorboard,mlflow]` sets both."""
+
+    tensorboard: Optional[TensorBoardLogger] = None
+    mlflow: Optional[MlflowLogger] = None
+
+
+@dataclass
 class RunConfig:
     dataset: Any = MISSING
     model: Any = MISSING
@@ -173,7 +207,11 @@ class RunConfig:
     steps_per_execution: int = 1
     threads: ThreadsConfig = field(default_factory=ThreadsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    optimized_metric: OptimizedMetric = OptimizedMetric.val_accuracy
     output_dir: str = MISSING
 
 
 ConfigStore.instance().store(name="schema", node=RunConfig)
+# conf/hparams_search/optuna.yaml: the sweeper's direction follows optimized_metric.
+OmegaConf.register_new_resolver("runner.direction", direction, replace=True)

@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.report import FINISHED, INTERRUPTED, RUNNING, current_status, read_history, read_metrics
+from runner.schema import direction
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,27 @@ def _label(job: JobResult, keys: Sequence[str]) -> str:
     return ",".join(f"{key}={job.overrides.get(key, '')}" for key in keys)
 
 
+def optimized_metric(jobs: Sequence[JobResult]) -> str:
+    """The metric the jobs returned to the sweeper (their config's optimized_metric)."""
+    for job in jobs:
+        config = job.run_dir / ".hydra" / "config.yaml"
+        if config.is_file():
+            return str(OmegaConf.load(config).get("optimized_metric", "val_accuracy"))
+    return "val_accuracy"
+
+
+def best_job(jobs: Sequence[JobResult], metric: str) -> JobResult | None:
+    """The finished job with the best value of metric (the sweeper's best trial), if any."""
+    scored = [job for job in jobs if job.finished and metric in job.metrics]
+    pick = min if direction(metric) == "minimize" else max
+    return pick(scored, key=lambda job: job.metrics[metric], default=None)
+
+
 def summary_rows(jobs: Sequence[JobResult], sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job: its swept values, overrides, status (+ reason), metrics and folder."""
+    """One row per job: its swept values, overrides, status (+ reason), metrics, folder and
+    whether it is the best by optimized_metric."""
     keys = swept_keys(jobs)
+    best = best_job(jobs, optimized_metric(jobs))
     return [
         {
             **{key: job.overrides.get(key, "") for key in keys},
@@ -105,6 +124,7 @@ def summary_rows(jobs: Sequence[JobResult], sweep_dir: Path) -> list[dict[str, A
             "reason": job.reason,
             **{column: job.metrics.get(column, "") for column in METRIC_COLUMNS},
             "run_dir": str(job.run_dir.relative_to(sweep_dir)),
+            "best": "best" if job is best else "",
         }
         for job in jobs
     ]
@@ -123,17 +143,18 @@ def _cell(value: Any) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], jobs: Sequence[JobResult], sweep_dir: Path) -> str:
-    columns = ["overrides", "status", *METRIC_COLUMNS, "run_dir", "reason"]
+    columns = ["overrides", "status", *METRIC_COLUMNS, "run_dir", "reason", "best"]
     finished = [job for job in jobs if job.finished]
     lines = [
         f"# Sweep {sweep_dir}",
         "",
         f"{len(jobs)} job(s): {len(finished)} finished, {len(jobs) - len(finished)} not finished.",
     ]
-    if finished:
-        best = max(finished, key=lambda job: job.metrics.get("val_accuracy", -math.inf))
+    metric = optimized_metric(jobs)
+    best = best_job(jobs, metric)
+    if best is not None:
         lines.append(
-            f"Best val_accuracy {best.metrics['val_accuracy']:.4f}: "
+            f"Best {metric} {best.metrics[metric]:.4f}: "
             f"{best.run_dir.relative_to(sweep_dir)}"
         )
     lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -208,6 +229,10 @@ def write_summary(sweep_dir: Path) -> list[JobResult]:
 
 class SweepSummary(Callback):
     """Writes the summary when a multirun ends; exits 1 if any job did not finish."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Before the sweeper opens its storage there (hparams_search=optuna: <sweep dir>/optuna.db).
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -39,6 +39,7 @@ from runner.report import (
 )
 from runner.resume import StopSignals, backup_epoch, check_same_config, resume_command
 from runner.run_folder import hold_run_folder
+from runner.tracking import NoTracker, start_tracking, write_hparams
 from runner.workers import current_worker, worker_run_dir
 
 log = logging.getLogger(__name__)
@@ -93,16 +94,22 @@ def _train_in_locked_folder(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log.warning("the previous attempt (pid %s on %s) ended without recording how: it was "
                     "killed; taking its folder over", previous.get("pid"), previous.get("host"))
     clock = RunClock(previous.get("wall_seconds", 0.0))
+    tracker = NoTracker()
     try:
         check_config(cfg)
+        tracker = start_tracking(cfg, run_dir)  # an unreachable store stops the run here
         write_status(run_dir, RUNNING, pid=os.getpid(), host=socket.gethostname(),
                      wall_seconds=clock.seconds)
-        return _fit_and_report(cfg, run_dir, clock)
+        metrics = _fit_and_report(cfg, run_dir, clock, tracker)
+        tracker.finish(run_dir)
+        return metrics
     except KeyboardInterrupt:
         _record_interruption(run_dir, clock)
+        tracker.end("KILLED")
         raise
     except Exception as error:
         _record_failure(run_dir, error, clock)
+        tracker.end("FAILED", (read_status(run_dir) or {}).get("reason", ""))
         raise
     finally:
         _reset_keras()
@@ -183,8 +190,15 @@ def _best_val_accuracy_so_far(run_dir: Path) -> float | None:
     return max(values, default=None)
 
 
-def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals) -> list:
-    from runner.callbacks import AtomicModelCheckpoint, HistoryResume, ResumableEarlyStopping, StopOnSignal
+def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals,
+               tracker: NoTracker) -> list:
+    from runner.callbacks import (
+        AtomicModelCheckpoint,
+        HistoryResume,
+        ResumableEarlyStopping,
+        StopOnSignal,
+        TrackEpochs,
+    )
     from runner.keras2 import backup_and_restore, best_checkpoint, keras
 
     ckpt_dir = run_dir / CHECKPOINTS
@@ -198,8 +212,9 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals
         ),
         AtomicModelCheckpoint(str(ckpt_dir / LAST_WEIGHTS), save_weights_only=True),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
-        keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
+        *([keras.callbacks.TensorBoard(str(run_dir / "tensorboard"))] if cfg.logger.tensorboard else []),
         step_logger,
+        TrackEpochs(tracker),
     ]
     if not current_worker(cfg.device).is_chief and not cfg.device.multi_worker:
         # Only rank 0 writes checkpoints; every rank keeps its own backup so that each can resume.
@@ -320,7 +335,8 @@ def _figures(cfg: DictConfig, metrics: dict[str, Any], step_logger, console, ran
     return figures
 
 
-def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str, Any]:
+def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock,
+                    tracker: NoTracker) -> dict[str, Any]:
     from runner.debug import tf_debug_tools
     from runner.device import build_strategy, configure_threads, describe_devices
     from runner.keras2 import keras_api, set_op_determinism, set_random_seed
@@ -340,11 +356,11 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock) -> dict[str
     )
     # GPU/CPU debug tools are process-wide: on for this run's training only.
     with tf_debug_tools(cfg.debug, cfg.device.type) as debug_callbacks:
-        return _train_and_report(cfg, run_dir, strategy, policy, clock, debug_callbacks)
+        return _train_and_report(cfg, run_dir, strategy, policy, clock, debug_callbacks, tracker)
 
 
 def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clock: RunClock,
-                      debug_callbacks: list) -> dict[str, Any]:
+                      debug_callbacks: list, tracker: NoTracker) -> dict[str, Any]:
     from runner.callbacks import ModelZooLines, StepLogger
     from runner.datasets import build_splits, load_source
     from runner.npu import multi_card_callbacks, training_shard
@@ -376,7 +392,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
             validation_data=splits.val,
             epochs=cfg.epochs,
             steps_per_epoch=cfg.steps_per_epoch,
-            callbacks=[*_callbacks(cfg, run_dir, step_logger, signals),
+            callbacks=[*_callbacks(cfg, run_dir, step_logger, signals, tracker),
                        *multi_card_callbacks(cfg.device), *debug_callbacks,
                        *([ModelZooLines(console)] if console else [])],
             shuffle=False,  # the pipeline shuffles
@@ -407,6 +423,8 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
     rank_size = max(strategy.num_replicas_in_sync, current_worker(cfg.device).size)
     figures = _figures(cfg, metrics, step_logger, console, rank_size, run_dir)
     metrics.update(figures)
+    if cfg.logger.tensorboard and cfg.logger.tensorboard.hparams:
+        write_hparams(cfg, run_dir, metrics)
     write_json_atomic(run_dir / METRICS_FILE, metrics)
     _settle_finished(run_dir, metrics)
     log.info(
