@@ -16,9 +16,18 @@ def test_learnable_resizer_has_the_papers_12163_weights():
     assert resizer.output_shape == (None, 150, 150, 3)
 
 
-def test_densenet_baseline_is_the_same_network_without_the_resizer():
-    with_resizer = build_resizer_densenet(2, 64, 32, learnable_resizer_on=True)
-    baseline = build_resizer_densenet(2, 64, 32, learnable_resizer_on=False)
+# DenseNet-121 takes seconds to build: two builds serve the tests below.
+@pytest.fixture(scope="module")
+def with_resizer():
+    return build_resizer_densenet(2, 64, 32, learnable_resizer_on=True, bn_momentum=0.9)
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    return build_resizer_densenet(2, 64, 32, learnable_resizer_on=False)  # Keras' bn_momentum
+
+
+def test_densenet_baseline_is_the_same_network_without_the_resizer(with_resizer, baseline):
     assert with_resizer.count_params() - baseline.count_params() == 12_163
     assert (with_resizer.name, baseline.name) == ("resizer_densenet", "densenet")
 
@@ -31,12 +40,10 @@ def test_softmax_output_stays_float32_under_mixed_precision():
     np.testing.assert_allclose(np.sum(probs, axis=-1), 1.0, rtol=1e-5)
 
 
-def test_bn_momentum_reaches_every_batchnorm_layer():
-    model = build_resizer_densenet(2, 64, 32, bn_momentum=0.9)
+def test_bn_momentum_reaches_every_batchnorm_layer(with_resizer, baseline):
     momenta = {
-        layer.momentum for layer in model.get_layer("densenet121").layers
+        layer.momentum for layer in with_resizer.get_layer("densenet121").layers
         if isinstance(layer, keras.layers.BatchNormalization)
     }
     assert momenta == {0.9}
-    default = build_resizer_densenet(2, 64, 32)
-    assert default.get_layer("densenet121").get_layer("bn").momentum == 0.99
+    assert baseline.get_layer("densenet121").get_layer("bn").momentum == 0.99
