@@ -36,6 +36,22 @@ def toy_bit_run(tmp_path_factory) -> list[str]:
     ]
 
 
+# Fixtures that train, or run `python -m runner`, or build DenseNet-121: every test that uses one
+# is marked `slow`, so that `python -m pytest -m "not slow"` is a quick inner loop. Tests that
+# train without one carry @pytest.mark.slow themselves. CI runs everything.
+SLOW_FIXTURES = {
+    "toy_bit_run", "quick_run", "bit_run", "flowers", "val_images", "script_runs", "sweep",
+    "killed_and_restarted", "stopped_and_resumed", "held_job", "switched_run", "single_runs",
+    "search", "npu_run", "two_card_run", "with_resizer", "baseline",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def compose_config(overrides: list[str], output_dir: Path | None = None):
     """The composed config for these overrides; output_dir stands in for Hydra's run folder."""
     extra = [f"output_dir={output_dir}"] if output_dir is not None else []

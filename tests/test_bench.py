@@ -23,6 +23,7 @@ from runner.keras2 import TF_VERSION, keras
 pytestmark = pytest.mark.ascend_stack  # the bench runs on both stacks: CI checks it on both
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_its_table(tmp_path):
     out, rows_json = tmp_path / "results.md", tmp_path / "rows.json"
     written = main([

@@ -85,6 +85,7 @@ def test_best_checkpoint_scores_what_its_epoch_scored(bit_run):
     assert np.abs(run.model.get_layer("head").get_weights()[0]).sum() > 0
 
 
+@pytest.mark.slow
 def test_seed_experiment_reads_the_ascend_ttst_folder_and_trains_the_head_only(flowers, tmp_path):
     overrides = ["experiment=bit_flowers", f"dataset.data_dir={flowers}", *SMALL_BIT,
                  "epochs=1", "steps_per_epoch=2", "model.learning_rate=0.4"]

@@ -79,6 +79,7 @@ def public(namespace) -> set[str]:
 
 
 @pytest.mark.skipif(TF_VERSION < (2, 16), reason="tf.keras is Keras 3 from TF 2.16 on")
+@pytest.mark.slow
 def test_import_fails_with_attribute_error_under_keras_3():
     script = f"import sys; sys.path.insert(0, {str(FAKE_NPU_DIR)!r}); import npu_device"
     result = subprocess.run(

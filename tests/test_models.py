@@ -32,6 +32,7 @@ def test_densenet_baseline_is_the_same_network_without_the_resizer(with_resizer,
     assert (with_resizer.name, baseline.name) == ("resizer_densenet", "densenet")
 
 
+@pytest.mark.slow
 def test_softmax_output_stays_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     model = build_resizer_densenet(3, 64, 32)

@@ -193,6 +193,7 @@ def test_native_frozen_backbone_keeps_its_weights(tmp_path):
         np.testing.assert_array_equal(old, new)
 
 
+@pytest.mark.slow
 def test_native_trains_under_a_mixed_policy_with_jit():
     """mixed_bfloat16 with XLA; on the Ascend stack mixed_float16 without (TF 2.6 has no bf16
     convolution on the CPU and no jit_compile in Model.compile)."""

@@ -123,6 +123,7 @@ def test_a_finished_run_directory_is_not_trained_again(quick_run):
     assert (run_dir / "history.csv").read_text() == before
 
 
+@pytest.mark.slow
 def test_densenet_baseline_on_a_tfds_folder(tmp_path):
     write_tfds_folder(tmp_path / "data", "cats_vs_dogs", "4.0.0", ("cat", "dog"), per_class=20)
     overrides = [
