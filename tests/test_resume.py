@@ -201,14 +201,16 @@ def test_resume_of_a_folder_that_is_no_run_exits_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_first_signal_asks_to_stop_and_a_second_stops_at_once():
-    before = signal.getsignal(signal.SIGTERM)
+@pytest.mark.parametrize(("signal_number", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_first_signal_asks_to_stop_and_a_second_stops_at_once(signal_number, exit_code):
+    """Ctrl-C (SIGINT) and SIGTERM alike; the exit code is the shell's 128 + the signal."""
+    before = signal.getsignal(signal_number)
     with StopSignals() as signals:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal_number)
         time.sleep(0.01)  # Python runs the handler between bytecodes
-        assert signals.requested == signal.SIGTERM
+        assert signals.requested == signal_number
         with pytest.raises(RunInterrupted) as stop:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal_number)
             time.sleep(0.01)
-        assert stop.value.exit_code == 143
-    assert signal.getsignal(signal.SIGTERM) == before
+        assert stop.value.exit_code == exit_code
+    assert signal.getsignal(signal_number) == before

@@ -177,3 +177,20 @@ def test_jit_compile_and_determinism_where_the_stack_has_them(monkeypatch):
         assert compile_options(True) == {"jit_compile": True}
         set_op_determinism(True)
         set_op_determinism(False)
+
+
+def test_early_stopping_stops_and_the_metrics_are_the_best_epochs(tmp_path, toy_bit_run):
+    """The toy backbone's validation accuracy barely moves: with patience 1 of 5 epochs, training
+    stops at the first epoch without a gain, brings back the best epoch's weights, and
+    metrics.json reports what those weights score."""
+    overrides = [o for o in toy_bit_run if not o.startswith(("epochs=", "model.early_stopping"))]
+    run_dir = tmp_path / "run"
+    metrics = train(compose_config([*overrides, "epochs=5", "model.early_stopping_patience=1"], run_dir))
+    rows = history_rows(run_dir)
+    assert 2 <= len(rows) < 5 and metrics["epochs_completed"] == len(rows)
+    best = max(rows, key=lambda row: row["val_accuracy"])  # the first of equals, as kept
+    assert best is not rows[-1] and rows[-1]["val_accuracy"] <= best["val_accuracy"]
+    assert metrics["val_accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
+    # The toy's loss moves little between epochs: the best epoch's value, not the last's.
+    to_best, to_last = (abs(metrics["val_loss"] - row["val_loss"]) for row in (best, rows[-1]))
+    assert to_best < to_last
