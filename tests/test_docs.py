@@ -1,6 +1,8 @@
 """What README.md and docs/*.md state that a machine can check: every repository file they name
-exists, every `python -m runner ...` command they show composes, and the quickstart they
-describe is the default config. (Measured figures are marked with their date in the docs.)"""
+exists, every `python -m runner ...` command they show composes, every command of the other tools
+(`python -m runner.evaluate/predict/export/summarize`, `python -m bench[.stacks]`) parses with
+that tool's own parser, and the defaults they state are the composed config's. (Measured figures
+are marked with their date in the docs.)"""
 from __future__ import annotations
 
 import re
@@ -73,3 +75,97 @@ def test_the_quickstart_the_readme_describes_is_the_default_config():
     assert cfg.model.target_size is None  # null: half the input, 32
     assert (cfg.epochs, cfg.batch_size, cfg.model.optimizer, cfg.model.learning_rate) == (5, 64, "sgd", 0.01)
     assert cfg.model.label_smoothing == 0.1
+
+
+# --- The other tools: python -m runner.<tool> and python -m bench[.stacks] -------------------
+TOOL_COMMAND = re.compile(r"^python -m (runner\.\w+|bench(?:\.\w+)?)(?:\s|$)")
+INLINE_TOOL_COMMAND = re.compile(r"`(python -m (?:runner\.\w+|bench(?:\.\w+)?)(?:\s[^`]*)?)`")
+
+
+def tool_commands() -> list[str]:
+    """`python -m runner.evaluate ...`, `python -m bench ...`: code-block lines and inline spans
+    (placeholders such as RUN_DIR are values; a command with `...` or `<...>` is a sketch, skipped)."""
+    commands = []
+    for line in doc_text().replace("\\\n", " ").splitlines():
+        if TOOL_COMMAND.match(line.strip()):
+            commands.append(line.strip().split("  #")[0].split(" # ")[0].strip())
+    commands += [" ".join(match.split()) for match in INLINE_TOOL_COMMAND.findall(doc_text())]
+    return sorted({c for c in commands if "..." not in c and "<" not in c})
+
+
+def unbracket(argument: str) -> str:
+    """`[split=train[85%:]]` (an optional argument in a usage line) -> `split=train[85%:]`."""
+    return argument[1:-1] if argument.startswith("[") and argument.endswith("]") else argument
+
+
+def test_the_docs_show_every_tool():
+    shown = {shlex.split(c)[2] for c in tool_commands()}
+    assert shown >= {"runner.evaluate", "runner.predict", "runner.export", "runner.summarize",
+                     "bench", "bench.stacks"}, shown
+
+
+def config_has(override: str) -> bool:
+    """An after-training tool's `key=value` that is not its own option overrides the run's config:
+    the key must exist there (for the default dataset or a TFDS one)."""
+    for dataset in ("digits", "tf_flowers"):
+        try:
+            compose_config([f"dataset={dataset}", override])
+            return True
+        except Exception:  # noqa: BLE001 - Hydra's error for a key the config lacks
+            continue
+    return False
+
+
+def check_tool_command(command: str) -> None:
+    """Raises (or exits) unless the command's arguments are ones its tool takes, parsed by the
+    tool's own parser (none of these imports TensorFlow); an after-training tool's config
+    overrides must be keys of the run's config. A bare command is a mention of the tool."""
+    import importlib
+
+    tool, arguments = shlex.split(command)[2], [unbracket(a) for a in shlex.split(command)[3:]]
+    if tool in ("runner.evaluate", "runner.predict", "runner.export"):
+        from runner.cli import parse_arguments
+
+        spec = importlib.import_module(tool).TOOL
+        if arguments:
+            parsed = parse_arguments(arguments, spec)  # ConfigError: not key=value nor a flag; run= missing
+            assert all(config_has(o) for o in parsed.overrides), parsed.overrides
+    elif tool == "runner.summarize":
+        from runner.summarize import main
+
+        with pytest.raises(SystemExit) as exit_:
+            main(["--help"])  # its argparse: one positional, the sweep folder
+        assert exit_.value.code == 0
+        assert len(arguments) <= 1 and not any(a.startswith("-") for a in arguments), arguments
+    elif tool == "bench":
+        from bench.__main__ import parse_args
+
+        parse_args(arguments)  # argparse: exit 2 on an unknown flag or a bad choice
+    elif tool == "bench.stacks":
+        from bench.__main__ import parse_args as bench_parse_args
+        from bench.stacks import parse_args
+
+        if arguments:
+            _, bench_arguments = parse_args(arguments)  # what follows `--` goes to every bench
+            bench_parse_args(bench_arguments)
+    else:
+        raise AssertionError(f"{tool}: no check for this tool; add one to check_tool_command")
+
+
+@pytest.mark.parametrize("command", tool_commands())
+def test_every_tool_command_in_the_docs_parses(command):
+    check_tool_command(command)
+
+
+@pytest.mark.parametrize("command", [
+    "python -m runner.evaluate run=R splits=val",  # not an option: an override the config lacks
+    "python -m runner.predict run=R images=x --top_k=3",
+    "python -m runner.export out=D",  # run= missing
+    "python -m runner.summarize --all DIR",
+    "python -m bench --sections throughputs",
+    "python -m bench.stacks --python p --out o -- --quik",
+    "python -m runner.plot run=R",
+])
+def test_the_tool_check_refuses_a_wrong_command(command):
+    with pytest.raises((AssertionError, SystemExit, Exception)):
+        check_tool_command(command)
