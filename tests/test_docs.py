@@ -169,3 +169,92 @@ def test_every_tool_command_in_the_docs_parses(command):
 def test_the_tool_check_refuses_a_wrong_command(command):
     with pytest.raises((AssertionError, SystemExit, Exception)):
         check_tool_command(command)
+
+
+# --- Defaults the docs state ------------------------------------------------------------------
+RUN = Path("/RUN")  # stands in for the run folder in ${output_dir} paths
+HUB_URL = "https://tfhub.dev/google/bit/m-r50x1/1"
+STATED_DEFAULTS = [  # (overrides, key, value, where the docs say so)
+    ([], "batch_size", 64, "README quick start"),
+    ([], "epochs", 5, "README quick start"),
+    ([], "seed", 42, "docs/sweeps.md Reproducibility"),
+    ([], "steps_per_epoch", None, "README top-level keys"),
+    ([], "static_shape", None, "README top-level keys"),
+    ([], "optimized_metric", "val_accuracy", "README, docs/sweeps.md"),
+    ([], "device.type", "cpu", "README group table, docs/devices.md"),
+    ([], "precision.mode", "force_fp32", "README group table"),
+    ([], "dataset.name", "digits", "README group table"),
+    ([], "model.name", "resizer_densenet", "README group table"),
+    ([], "model.target_size", None, "README: null, half the input"),
+    ([], "jit_compile", None, "README Performance, docs/performance.md"),
+    ([], "steps_per_execution", 1, "docs/performance.md"),
+    ([], "threads.intra_op", None, "docs/performance.md"),
+    ([], "threads.inter_op", None, "docs/performance.md"),
+    ([], "pipeline.cache", None, "docs/performance.md"),
+    ([], "pipeline.cache_budget_mb", 2048, "docs/performance.md"),
+    ([], "modelzoo", None, "README top-level keys"),
+    (["model=bit"], "model.handle", HUB_URL, "README BiT recipe"),
+    (["model=bit"], "model.cache_dir", "~/.cache/runner/savedmodels", "README BiT recipe"),
+    (["model=bit"], "steps_per_epoch", 10, "README rule for models"),
+    (["model=bit"], "dataset.name", "tf_flowers", "README rule for models"),
+    (["model=bit"], "model.trainable_backbone", True, "README: the whole network"),
+    (["model=bit"], "model.schedule", "piecewise", "README BiT recipe"),
+    (["model=bit"], "model.learning_rate", 0.003, "README: lr 0.003 x batch/512"),
+    (["model=bit"], "model.lr_reference_batch", 512, "README: lr 0.003 x batch/512"),
+    (["model=bit"], "model.lr_boundaries", [200, 300, 400], "README: x0.1 at steps 200/300/400"),
+    (["model=bit"], "model.lr_decay", 0.1, "README: x0.1 at steps 200/300/400"),
+    (["model=densenet"], "dataset.name", "digits", "README rule for models"),
+    (["experiment=bit_flowers"], "model.trainable_backbone", False, "README: frozen backbone"),
+    (["experiment=bit_flowers"], "epochs", 15, "docs/ascend.md scripts table"),
+    (["experiment=bit_flowers"], "model.early_stopping_patience", 2, "docs/ascend.md: patience 2"),
+    (["experiment=resizer_cats_vs_dogs"], "epochs", 5, "docs/ascend.md scripts table"),
+    (["logger=mlflow"], "logger.mlflow.tracking_uri", "sqlite:///outputs/mlflow.db", "README tracking"),
+    (["logger=mlflow"], "logger.mlflow.experiment_name", "runner", "README tracking"),
+    (["logger=mlflow"], "logger.mlflow.log_weights", False, "README: weights with log_weights=true"),
+    ([], "logger.tensorboard.hparams", True, "README: tensorboard, the default logger"),
+    ([], "logger.mlflow", None, "README: tensorboard, the default logger"),
+    (["device=npu"], "device.id", None, "docs/devices.md: null reads $ASCEND_DEVICE_ID"),
+    (["debug=dump"], "debug.dump.path", f"{RUN}/dump", "docs/devices.md Debug tools"),
+    (["debug=overflow"], "debug.overflow.path", f"{RUN}/overflow", "docs/devices.md Debug tools"),
+    (["debug=profiling"], "debug.profiling.path", f"{RUN}/profiling", "docs/devices.md Debug tools"),
+    (["debug=auto_tune"], "debug.auto_tune.aoe_mode", "2", "docs/devices.md Debug tools"),
+    (["debug=auto_tune"], "debug.auto_tune.path", f"{RUN}/aoe", "docs/devices.md Debug tools"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "value", "where"), STATED_DEFAULTS,
+                         ids=[f"{' '.join(o) or 'default'}:{k}" for o, k, _, _ in STATED_DEFAULTS])
+def test_the_defaults_the_docs_state_are_the_configs(overrides, key, value, where):
+    from omegaconf import OmegaConf
+
+    cfg = compose_config(overrides, output_dir=RUN)
+    actual = OmegaConf.select(cfg, key, default="<missing>")
+    actual = OmegaConf.to_container(actual) if OmegaConf.is_config(actual) else actual
+    assert actual == value, f"{where}: {key} is {actual!r}"
+
+
+def test_the_search_the_docs_describe_is_the_optuna_config():
+    """docs/sweeps.md: learning rate log-uniform in [1e-4, 0.1], batch size 16/32/64, TPE seeded
+    by `seed`, 20 trials (a search continued once holds 40), max_failure_rate 1.0."""
+    from omegaconf import OmegaConf
+
+    sweeper = OmegaConf.load(ROOT / "conf/hparams_search/optuna.yaml").hydra.sweeper
+    assert sweeper.params["model.learning_rate"] == "tag(log, interval(1e-4, 1e-1))"
+    assert sweeper.params.batch_size == "choice(16, 32, 64)"
+    assert (sweeper.n_trials, sweeper.max_failure_rate) == (20, 1.0)
+    assert OmegaConf.to_container(sweeper.sampler)["seed"] == "${seed}"
+
+
+def test_the_after_training_defaults_the_docs_state():
+    """docs/after_training.md and README: split=val, which=best, top_k=3, out=<run>/export/<which>
+    (empty: the tool's own default), counts in the confusion matrix up to 20 classes."""
+    from runner.evaluate import MAX_ANNOTATED_CLASSES
+    from runner.evaluate import TOOL as EVALUATE
+    from runner.export import TOOL as EXPORT
+    from runner.predict import TOOL as PREDICT
+
+    assert (EVALUATE.options["split"], EVALUATE.options["which"]) == ("val", "best")
+    assert (PREDICT.options["top_k"], PREDICT.options["which"]) == ("3", "best")
+    assert (EXPORT.options["out"], EXPORT.options["which"]) == ("", "best")
+    assert "<run>/export/<which>" in EXPORT.usage
+    assert MAX_ANNOTATED_CLASSES == 20
