@@ -258,3 +258,29 @@ def test_the_after_training_defaults_the_docs_state():
     assert (EXPORT.options["out"], EXPORT.options["which"]) == ("", "best")
     assert "<run>/export/<which>" in EXPORT.usage
     assert MAX_ANNOTATED_CLASSES == 20
+
+
+# --- Versions and constants the docs state ----------------------------------------------------
+STATED_PINS = [  # (requirements file, the line that pins what the docs name)
+    ("requirements.txt", "tensorflow==2.21.*"),  # README: TensorFlow 2.21 + tf-keras 2.21
+    ("requirements.txt", "tf-keras==2.21.*"),
+    ("requirements.txt", "tensorflow-datasets==4.9.10"),  # README: TFDS 4.9.10
+    ("requirements-ascend.txt", "tensorflow==2.6.5"),  # README: the Ascend stack, TF 2.6.5
+    ("requirements-ascend.txt", "submitit==1.5.3"),  # docs/sweeps.md: pinned to 1.5.3
+    ("requirements-mlflow.txt", 'mlflow==3.17.2; python_version >= "3.10"'),  # README: MLflow 3.17.2
+    ("requirements-mlflow.txt", 'mlflow==2.12.2; python_version < "3.10"'),  # README: 2.12.2
+]
+
+
+@pytest.mark.parametrize(("file", "pin"), STATED_PINS)
+def test_the_versions_the_docs_name_are_pinned(file, pin):
+    assert pin in (ROOT / file).read_text().splitlines(), f"{file} no longer pins {pin}"
+
+
+def test_the_constants_the_readme_states():
+    """README: `images_per_sec` leaves out the first 5 steps (read from the source: importing
+    runner.callbacks imports TensorFlow); the digits are 1,797 8x8 images."""
+    from sklearn.datasets import load_digits
+
+    assert re.search(r"^WARMUP_STEPS = 5\b", (ROOT / "runner/callbacks.py").read_text(), re.M)
+    assert load_digits().images.shape == (1797, 8, 8)
