@@ -284,3 +284,16 @@ def test_the_constants_the_readme_states():
 
     assert re.search(r"^WARMUP_STEPS = 5\b", (ROOT / "runner/callbacks.py").read_text(), re.M)
     assert load_digits().images.shape == (1797, 8, 8)
+
+
+STATED_IN_SOURCE = [  # (file, the line's text, what the docs say) - shell and launcher defaults
+    ("scripts/ascend/launch.sh", 'exec "${PYTHON:-python3}" -m runner.ascend "$@"',
+     "docs/ascend.md: $PYTHON, default python3"),
+    ("runner/ascend.py", 'device = settings.get("device", "npu")',
+     "docs/ascend.md: --device=cpu|gpu|npu, default npu"),
+]
+
+
+@pytest.mark.parametrize(("file", "text", "where"), STATED_IN_SOURCE)
+def test_the_script_defaults_the_docs_state(file, text, where):
+    assert text in [line.strip() for line in (ROOT / file).read_text().splitlines()], where
