@@ -54,6 +54,25 @@ def parsed(overrides: list[str]) -> dict[str, object]:
     return {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(overrides)}
 
 
+def docs_script_table() -> dict[tuple[str, str], tuple[int, bool, str]]:
+    """docs/ascend.md's table of scripts: (recipe, script) -> (epochs, static shapes, CaseName end)."""
+    rows, recipe = {}, None
+    for line in (SCRIPTS_DIR.parent.parent / "docs" / "ascend.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 5 or not cells[1].endswith(".sh`"):
+            continue
+        recipe = cells[0].split("`")[1] if cells[0] else recipe  # blank: the row above's recipe
+        epochs = int(cells[2].split()[0])
+        rows[(recipe, cells[1].strip("`")[: -len(".sh")])] = (
+            epochs, cells[3] == "static", cells[4].strip("`").lstrip("_"),
+        )
+    return rows
+
+
+def test_the_docs_table_of_scripts_is_the_originals():
+    assert docs_script_table() == ORIGINALS
+
+
 def test_every_original_script_has_its_translation():
     assert {(recipe, script) for recipe, r in RECIPES.items() for script in r.scripts} == set(ORIGINALS)
 
