@@ -14,6 +14,7 @@ from runner.errors import ConfigError
 from runner.evaluate import evaluate_run, predict_split
 from runner.export import export_run
 from runner.predict import Prediction, format_prediction, predict_files
+from runner.report import read_history
 from runner.train import train
 from tests.bit_fixtures import write_bit_savedmodel
 from tests.conftest import compose_config, runner_env
@@ -71,11 +72,6 @@ def val_images(bit_run, tmp_path_factory):
     return files
 
 
-def history(run_dir) -> list[dict]:
-    with open(run_dir / "history.csv") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 def test_last_checkpoint_reproduces_the_runs_own_val_metrics(bit_run):
     run_dir, metrics = bit_run
     evaluated = evaluate_run(load_run(run_dir, "last"))
@@ -86,7 +82,7 @@ def test_last_checkpoint_reproduces_the_runs_own_val_metrics(bit_run):
 
 def test_best_checkpoint_matches_its_epoch_and_writes_the_report(bit_run):
     run_dir, _ = bit_run
-    epochs = history(run_dir)
+    epochs = read_history(run_dir)
     best_epoch = max(epochs, key=lambda row: row["val_accuracy"])  # the first of equals, as saved
     evaluated = evaluate_run(load_run(run_dir))
     assert evaluated["checkpoint"] == "best" and evaluated["split_spec"] == "train[85%:]"

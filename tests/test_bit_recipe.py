@@ -1,6 +1,5 @@
 """The BiT recipe through the runner: model=bit on a TFDS-prepared tf_flowers folder."""
 
-import csv
 import tarfile
 
 import numpy as np
@@ -10,6 +9,7 @@ from omegaconf import OmegaConf
 from runner.checkpoint import load_run
 from runner.evaluate import evaluate_run
 from runner.network import build_network
+from runner.report import read_history
 from runner.train import train
 from tests.bit_fixtures import write_bit_savedmodel, write_tar_gz
 from tests.conftest import compose_config
@@ -44,17 +44,12 @@ def bit_run(flowers, tmp_path_factory):
     return run_dir, train(compose_config(overrides, run_dir))
 
 
-def history_rows(run_dir) -> list[dict[str, float]]:
-    with open(run_dir / "history.csv") as f:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
-
-
 def test_bit_trains_from_an_archive_and_writes_the_run_directory(bit_run):
     run_dir, metrics = bit_run
     assert metrics["model"] == "bit" and metrics["dataset"] == "tf_flowers"
     for name in ("metrics.json", "history.csv", "checkpoints/best_weights.h5", "env.json"):
         assert (run_dir / name).is_file(), name
-    losses = [row["loss"] for row in history_rows(run_dir)]
+    losses = [row["loss"] for row in read_history(run_dir)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert (run_dir / "checkpoints" / "labels.txt").read_text().split()[0] == "dandelion"
     # The archive was extracted once, into model.cache_dir.
@@ -77,7 +72,7 @@ def test_best_checkpoint_scores_what_its_epoch_scored(bit_run):
     """best_weights.h5 rebuilt from the run's effective config (160 px, 128 px crops) scores the
     best epoch's row of history.csv, and its zero-initialised head has learned."""
     run_dir, _ = bit_run
-    best_epoch = max(history_rows(run_dir), key=lambda row: row["val_accuracy"])
+    best_epoch = max(read_history(run_dir), key=lambda row: row["val_accuracy"])
     run = load_run(run_dir, "best")
     evaluated = evaluate_run(run)
     assert evaluated["accuracy"] == pytest.approx(best_epoch["val_accuracy"], abs=1e-6)

@@ -1,6 +1,5 @@
 """train(cfg) end to end on tiny real data: the run directory contract, per model and dataset."""
 
-import csv
 import json
 
 import pytest
@@ -9,6 +8,7 @@ from runner.checkpoint import load_run, load_run_config
 from runner.errors import ConfigError
 from runner.evaluate import evaluate_run
 from runner.keras2 import keras
+from runner.report import read_history
 from runner.train import progress_verbosity, train
 from tests.conftest import ON_ASCEND_STACK, compose_config
 from tests.data_fixtures import write_image_folder, write_tfds_folder
@@ -39,11 +39,6 @@ def quick_run(tmp_path_factory):
     return run_dir, metrics
 
 
-def history_rows(run_dir) -> list[dict[str, float]]:
-    with open(run_dir / "history.csv") as f:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
-
-
 def test_run_directory_holds_the_contract(quick_run):
     run_dir, metrics = quick_run
     for name in ("train.log", "history.csv", "metrics.json", "env.json", ".hydra/config.yaml",
@@ -58,7 +53,7 @@ def test_run_directory_holds_the_contract(quick_run):
 
 def test_resizer_learns_the_image_folder(quick_run):
     run_dir, metrics = quick_run
-    losses = [row["loss"] for row in history_rows(run_dir)]
+    losses = [row["loss"] for row in read_history(run_dir)]
     assert losses[-1] < losses[0]  # two colour-coded classes are learnable in a few steps
     assert metrics["train_accuracy"] > 0.6
 
@@ -66,7 +61,7 @@ def test_resizer_learns_the_image_folder(quick_run):
 def test_metrics_are_complete_and_consistent_with_history(quick_run):
     run_dir, metrics = quick_run
     assert METRIC_KEYS <= metrics.keys()
-    rows = history_rows(run_dir)
+    rows = read_history(run_dir)
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2] and metrics["epochs_completed"] == 3
     assert metrics["train_loss"] == pytest.approx(rows[-1]["loss"], rel=1e-5)
     assert metrics["train_accuracy"] == pytest.approx(rows[-1]["accuracy"], rel=1e-5)
@@ -110,7 +105,7 @@ def test_best_checkpoint_rebuilds_from_the_runs_own_config(quick_run):
     """best_weights.h5 in the network the run's .hydra/config.yaml describes scores exactly what
     the best epoch's row of history.csv says (the first of equal val_accuracy, as it was saved)."""
     run_dir, _ = quick_run
-    best_epoch = max(history_rows(run_dir), key=lambda row: row["val_accuracy"])
+    best_epoch = max(read_history(run_dir), key=lambda row: row["val_accuracy"])
     evaluated = evaluate_run(load_run(run_dir, "best"))
     assert evaluated["accuracy"] == pytest.approx(best_epoch["val_accuracy"], abs=1e-6)
     assert evaluated["loss"] == pytest.approx(best_epoch["val_loss"], rel=1e-4)
@@ -186,7 +181,7 @@ def test_early_stopping_stops_and_the_metrics_are_the_best_epochs(tmp_path, toy_
     overrides = [o for o in toy_bit_run if not o.startswith(("epochs=", "model.early_stopping"))]
     run_dir = tmp_path / "run"
     metrics = train(compose_config([*overrides, "epochs=5", "model.early_stopping_patience=1"], run_dir))
-    rows = history_rows(run_dir)
+    rows = read_history(run_dir)
     assert 2 <= len(rows) < 5 and metrics["epochs_completed"] == len(rows)
     best = max(rows, key=lambda row: row["val_accuracy"])  # the first of equals, as kept
     assert best is not rows[-1] and rows[-1]["val_accuracy"] <= best["val_accuracy"]
