@@ -6,6 +6,7 @@ bit_ID2496_for_TensorFlow2.X and learnable_resizer_ID2518_for_TensorFlow2.X (doc
 """
 
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from runner.ascend import (
+    FLAGS,
     FULL,
     PERFORMANCE,
     PERFORMANCE_DYNAMIC,
@@ -73,6 +75,61 @@ def test_the_docs_table_of_scripts_is_the_originals():
     assert docs_script_table() == ORIGINALS
 
 
+FLAG = re.compile(r"`(--\w+)")
+OVERRIDE = re.compile(r"`([\w.]+)=([^`]*)`")
+DEFAULT = re.compile(r"\(default `<recipe>/([\w/.]+)`\)")
+
+
+def docs_flag_table() -> list[tuple[list[str], str]]:
+    """docs/ascend.md's table of flags: (the flags a row names, its override cell)."""
+    text = (SCRIPTS_DIR.parent.parent / "docs" / "ascend.md").read_text()
+    table = text.split("## Flags", 1)[1].split("\n\n")[1]
+    rows = [line.strip().strip("|").split(" | ") for line in table.splitlines()[2:]]
+    return [(FLAG.findall(flags), override) for flags, override in rows]
+
+
+def sample_argv(flags: list[str]) -> list[str]:
+    """A value of each flag's kind: booleans on, paths, numbers; --data_path always given."""
+    samples = {bool: "True", int: "3", str: "/x"}
+    values = {"--precision_mode": "allow_fp32_to_fp16", "--device": "cpu"}
+    argv = [f"{flag}={values.get(flag, samples[FLAGS[flag][1]])}" for flag in flags]
+    return argv if {"--data_path", "--data_dir"} & set(flags) else ["--data_path=/d", *argv]
+
+
+def test_the_docs_table_of_flags_names_every_flag_once():
+    named = [flag for flags, _ in docs_flag_table() for flag in flags]
+    assert sorted(named) == sorted(FLAGS)
+    readme = (SCRIPTS_DIR.parent.parent / "README.md").read_text()
+    section = readme.split("## The Ascend scripts' flags", 1)[1].split("\n## ", 1)[0]
+    assert FLAG.findall(section) and set(FLAG.findall(section)) <= set(FLAGS)
+
+
+@pytest.mark.parametrize(("flags", "override"), docs_flag_table(),
+                         ids=[flags[0] for flags, _ in docs_flag_table()])
+def test_each_flag_becomes_the_override_the_docs_table_names(flags, override, tmp_path):
+    """Every `key=value` of the row's override cell is in the translation (the value too unless
+    it is a placeholder: `...`, `<mode>`, `true|false`); a `(default <recipe>/...)` is the
+    path the override takes when only the switch is given."""
+    recipe_dir = tmp_path / RESIZER  # the recipe with every flag (--auto_tune)
+    translation = translate(recipe_dir / "test", FULL, sample_argv(flags))
+    values = parsed([o for o in translation.overrides if not o.startswith("hydra.run")])
+    documented = OVERRIDE.findall(override)
+    for key, value in documented:
+        assert key in values, f"{flags}: {key} not in {translation.overrides}"
+        if value in ("true\\|false",):
+            assert values[key] is True, (key, values[key])
+        elif "..." not in value and "<" not in value:
+            assert values[key] == parsed([f"{key}={value}"])[key], (key, values[key])
+    for default in DEFAULT.findall(override):
+        switch_only = ["--data_path=/d", *(a for a in sample_argv(flags) if a.endswith("=True"))]
+        defaults = parsed(translate(recipe_dir / "test", FULL, switch_only).overrides)
+        assert str(recipe_dir / default) in defaults.values(), (default, defaults)
+    if "--output_dir" in flags:  # not an override: the run folder itself
+        assert translation.run_dir == Path("/x")
+    else:
+        assert documented, f"{flags}: the row names no override"
+
+
 def test_every_original_script_has_its_translation():
     assert {(recipe, script) for recipe, r in RECIPES.items() for script in r.scripts} == set(ORIGINALS)
 
@@ -89,6 +146,8 @@ def test_each_script_composes_its_recipe(recipe, script, tmp_path, monkeypatch):
     epochs, static, case = ORIGINALS[(recipe, script)]
     assert (cfg.epochs, cfg.static_shape, cfg.case_kind) == (epochs, static, case)
     assert cfg.dataset.data_dir == "/home/data" and cfg.device.type == "cpu"
+    if recipe == BIT:  # docs/ascend.md: BiT's model.handle follows --data_path, <data_dir>/ttst
+        assert cfg.model.handle == "/home/data/ttst"
     assert cfg.precision.mode == "allow_mix_precision"  # the ModelZoo scripts' default
     assert cfg.modelzoo == recipe and cfg.batch_size == 64
     assert cfg.log_steps == {BIT: 1, RESIZER: 145}[recipe]  # the train.py defaults
