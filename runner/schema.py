@@ -28,7 +28,8 @@ class DeviceType(Choice):
 
 
 class PrecisionMode(Choice):
-    """The NPU's precision_mode values (section 4 of DESIGN.md); GPU/CPU map them to policies."""
+    """The NPU's precision_mode values (the Ascend TF adapter's `precision_mode` option, documented
+    in docs/devices.md); GPU/CPU map them to policies (runner/precision.py)."""
 
     force_fp32 = "force_fp32"
     allow_fp32_to_fp16 = "allow_fp32_to_fp16"

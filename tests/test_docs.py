@@ -297,3 +297,16 @@ STATED_IN_SOURCE = [  # (file, the line's text, what the docs say) - shell and l
 @pytest.mark.parametrize(("file", "text", "where"), STATED_IN_SOURCE)
 def test_the_script_defaults_the_docs_state(file, text, where):
     assert text in [line.strip() for line in (ROOT / file).read_text().splitlines()], where
+
+
+def test_the_repository_cites_only_what_it_holds():
+    """Code, docs and tests cite files of this repository or public sources: no design notes that
+    live outside it (a reader of a clean checkout could not follow the reference)."""
+    import subprocess
+
+    outside = [name + ".md" for name in ("DESIGN", "NPU_DEVICE", "STYLE")] + ["../" + "shared/"]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    citing = [(name, ref) for name in tracked if (ROOT / name).is_file()
+              for ref in outside if ref in (ROOT / name).read_text(errors="ignore")]
+    assert not citing
