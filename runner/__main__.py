@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 import runner.schema  # noqa: F401  (registers the config schemas)
 from runner.errors import ConfigError, RunInterrupted
@@ -73,9 +73,16 @@ def hydra_error_message(error: Exception) -> str:
     """Hydra's message and the first line of the OmegaConf error under it (the part naming the
     type or the allowed values), in one paragraph, without Hydra's search path and OmegaConf's
     key metadata; ConfigError folds the option lists Hydra prints one per line."""
+    from runner.checks import did_you_mean
+
     message = str(error).split("Config search path:")[0]
     cause = error.__cause__
-    if isinstance(cause, OmegaConfBaseException) and str(cause) not in message:
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.parent_node is not None:
+        # Not Hydra's advice to append the key with +: the runner would never read it.
+        message = message.split("To append to your config")[0]
+        key = cause.full_key
+        message += f"{key} is not a key of the config.{did_you_mean(key, cause.parent_node)}"
+    elif isinstance(cause, OmegaConfBaseException) and str(cause) not in message:
         message += " " + str(cause).strip().splitlines()[0]
     return str(ConfigError(
         f"{message} (python -m runner --help lists the groups and their options; "

@@ -1,7 +1,9 @@
 """Config checks that need no TensorFlow: a bad value fails in a fraction of a second."""
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -13,6 +15,7 @@ from runner.errors import ConfigError
 from runner.network import DENSENET_FAMILY, MODEL_NAMES, resizer_target_size
 from runner.workers import current_worker
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 MIXLIST_PRECISIONS = ("allow_mix_precision", "allow_mix_precision_fp16", "allow_mix_precision_bf16")
 
 # npu_device's aoe_config.aoe_mode values.
@@ -74,8 +77,10 @@ def _check_value_ranges(cfg: DictConfig) -> None:
             )
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first bad value and its fix."""
+def check_config(cfg: DictConfig, task_overrides: Sequence[str] = ()) -> None:
+    """Raise ConfigError naming the first bad value and its fix (task_overrides: the command
+    line's, under `python -m runner`)."""
+    _check_added_keys(task_overrides, cfg)
     _check_missing(cfg)
     for key in ("batch_size", "epochs", "log_steps", "steps_per_execution"):
         if cfg[key] <= 0:
@@ -95,6 +100,32 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.device.type == "npu":
         _check_npu_loop(cfg.steps_per_execution, cfg.steps_per_epoch)
         _check_ascend_stack()  # last: the config's own mistakes are worth fixing on any stack
+
+
+def did_you_mean(key: str, siblings: Sequence[str]) -> str:
+    """' Did you mean model.learning_rate?' for a misspelt model.learning_rat, or ''."""
+    parent, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, [str(k) for k in siblings if k != name], n=1, cutoff=0.7)
+    return f" Did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
+
+
+def _check_added_keys(task_overrides: Sequence[str], cfg: DictConfig) -> None:
+    """`+key=value` adds a key no config has, which the runner never reads: a misspelt key would
+    be ignored without a word (and Hydra's own error for one suggests that `+`). Adding a group
+    (`+experiment=...`) and Hydra's own keys stay allowed; `++key` sets a key that exists."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(list(task_overrides)):
+        key = override.key_or_group
+        if not override.is_add() or key.startswith("hydra") or (CONF_DIR / key).is_dir():
+            continue
+        parent = key.rpartition(".")[0]
+        siblings = list(OmegaConf.select(cfg, parent) if parent else cfg)
+        raise ConfigError(
+            f"{override.input_line} adds the key {key}, which no config has and the runner never "
+            f"reads: it would be ignored.{did_you_mean(key, siblings)} Set an existing key, without "
+            "the +; python -m runner --cfg job prints them."
+        )
 
 
 def _check_missing(cfg: DictConfig) -> None:

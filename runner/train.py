@@ -84,10 +84,10 @@ def train(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> dict[str, Any
             return finished
         is_chief = run_dir == Path(cfg.output_dir)
         _save_config(cfg, run_dir, hydra_cfg if is_chief else None)
-        return _train_in_locked_folder(cfg, run_dir)
+        return _train_in_locked_folder(cfg, run_dir, hydra_cfg.overrides.task if hydra_cfg else ())
 
 
-def _train_in_locked_folder(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _train_in_locked_folder(cfg: DictConfig, run_dir: Path, task_overrides) -> dict[str, Any]:
     handler = attach_log_file(run_dir)
     previous = read_status(run_dir) or {}
     if previous.get("status") == RUNNING:
@@ -96,7 +96,7 @@ def _train_in_locked_folder(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     clock = RunClock(previous.get("wall_seconds", 0.0))
     tracker = NoTracker()
     try:
-        check_config(cfg)
+        check_config(cfg, task_overrides)
         tracker = start_tracking(cfg, run_dir)  # an unreachable store stops the run here
         write_status(run_dir, RUNNING, pid=os.getpid(), host=socket.gethostname(),
                      wall_seconds=clock.seconds)

@@ -79,7 +79,8 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
     ("override", "named"),
     [
         ("device=tpu", "Could not find 'device/tpu'"),  # unknown group option
-        ("batch_sise=32", "Key 'batch_sise' not in"),  # unknown key
+        ("batch_sise=32", "batch_sise is not a key of the config. Did you mean batch_size?"),
+        ("model.learning_rat=0.1", "Did you mean model.learning_rate?"),  # unknown key in a group
         ("batch_size=abc", "'abc' of type 'str' could not be converted to Integer"),  # wrong type
         ("device.type=tpu", "expected one of [cpu, gpu, npu]"),  # bad enum value
     ],
@@ -92,8 +93,23 @@ def test_every_hydra_config_mistake_exits_2_with_one_paragraph(tmp_path, overrid
     errors = config_error_lines(result)
     assert len(errors) == 1 and named in errors[0], errors
     assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+    assert "To append to your config use +" not in errors[0]  # Hydra's advice: the key is ignored
     assert not imports_tensorflow(result)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("+model.learning_rat=0.1", "Did you mean model.learning_rate?"), ("+foo=1", "adds the key foo")],
+)
+def test_a_key_added_with_plus_that_no_config_has_exits_2(tmp_path, override, named):
+    """`+key=value` would add a key the runner never reads: refused before TensorFlow, naming the
+    key and the close one, so that a misspelt key is not silently ignored."""
+    result = run_runner(override, f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert any(named in line and "without the +" in line for line in result.stderr.splitlines())
+    assert not imports_tensorflow(result)
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_a_sweep_with_a_wrong_type_exits_2_before_any_job(tmp_path):
