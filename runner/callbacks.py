@@ -163,7 +163,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     Keras keeps the counter in memory, so a resumed run would wait `patience` epochs afresh. Goes
     after HistoryResume: history.csv then holds the epochs the restored backup holds, and replaying
     them rebuilds the counter and the best value; the best epoch's weights are the best checkpoint
-    (same monitor, same mode).
+    (same monitor, same mode). tf-keras restores them when training ends; Keras 2.6 restores them
+    in the epoch that stops, before the backup saves it, so there the backup holds them.
     """
 
     def __init__(self, run_dir: Path, best_weights_file: Path, **kwargs):
@@ -171,13 +172,20 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self.run_dir = run_dir
         self.best_weights_file = best_weights_file
 
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
+    def replay(self, rows: list[dict[str, float]]) -> bool:
+        """Start afresh and count `rows` (history.csv's: earlier attempts' epochs) as epochs just
+        run, without their weights (gone); True if early stopping fired in them (never at the first
+        epoch, which always improves on nothing)."""
+        super().on_train_begin()
         restore_best_weights, self.restore_best_weights = self.restore_best_weights, False
-        for epoch, row in enumerate(read_history(self.run_dir)):
-            self.on_epoch_end(epoch, row)  # counts only: the weights of past epochs are gone
+        for epoch, row in enumerate(rows):
+            self.on_epoch_end(epoch, row)
         self.restore_best_weights = restore_best_weights
-        if restore_best_weights and self.best is not None and self.best_weights_file.is_file():
+        return self.stopped_epoch > 0
+
+    def on_train_begin(self, logs=None):
+        self.replay(read_history(self.run_dir))
+        if self.restore_best_weights and self.best_weights_file.is_file():
             current = self.model.get_weights()
             self.model.load_weights(self.best_weights_file)
             self.best_weights = self.model.get_weights()

@@ -190,12 +190,37 @@ def _best_val_accuracy_so_far(run_dir: Path) -> float | None:
     return max(values, default=None)
 
 
+def _early_stopping(cfg: DictConfig, run_dir: Path):
+    """Early stopping on val_accuracy that restores the best epoch's weights; None when off."""
+    if not cfg.model.early_stopping_patience:
+        return None
+    from runner.callbacks import ResumableEarlyStopping
+
+    return ResumableEarlyStopping(
+        run_dir, run_dir / CHECKPOINTS / BEST_WEIGHTS, monitor="val_accuracy", mode="max",
+        patience=cfg.model.early_stopping_patience, restore_best_weights=True,
+    )
+
+
+def _epochs_to_run(cfg: DictConfig, run_dir: Path, model) -> int:
+    """cfg.epochs, except for a run whose early stopping fired before it was killed (during the
+    final evaluation): the epochs its backup holds. Keras 2's fit() looks at stop_training only
+    after a step, so it would train a step of one more epoch, validate and record it. With no
+    epoch left, fit() still restores the backup and the best epoch's weights."""
+    epochs_done = backup_epoch(run_dir / CHECKPOINTS / BACKUP_DIR)
+    early_stopping = _early_stopping(cfg, run_dir)
+    if not epochs_done or early_stopping is None:
+        return cfg.epochs
+    early_stopping.set_model(model)
+    stopped = early_stopping.replay(read_history(run_dir)[:epochs_done])
+    return epochs_done if stopped else cfg.epochs
+
+
 def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals,
                tracker: NoTracker) -> list:
     from runner.callbacks import (
         AtomicModelCheckpoint,
         HistoryResume,
-        ResumableEarlyStopping,
         StopOnSignal,
         TrackEpochs,
     )
@@ -221,13 +246,9 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals
         # (Under TensorFlow's multi-worker strategy every worker must save, since saving runs
         # collectives; Keras writes a non-chief's copy to a temporary folder and deletes it.)
         callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.ModelCheckpoint)]
-    if cfg.model.early_stopping_patience:
-        callbacks.append(
-            ResumableEarlyStopping(
-                run_dir, ckpt_dir / BEST_WEIGHTS, monitor="val_accuracy", mode="max",
-                patience=cfg.model.early_stopping_patience, restore_best_weights=True,
-            )
-        )
+    early_stopping = _early_stopping(cfg, run_dir)
+    if early_stopping is not None:
+        callbacks.append(early_stopping)
     # The backup last: an epoch is done once it is backed up, after its history row and checkpoints
     # were written. A kill before that runs the epoch again (history.csv is trimmed to the backup),
     # so no epoch is lost or listed twice. Its on_train_begin, restoring the backup, still runs
@@ -390,7 +411,7 @@ def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clo
         model.fit(
             train_data,
             validation_data=splits.val,
-            epochs=cfg.epochs,
+            epochs=_epochs_to_run(cfg, run_dir, model),
             steps_per_epoch=cfg.steps_per_epoch,
             callbacks=[*_callbacks(cfg, run_dir, step_logger, signals, tracker),
                        *multi_card_callbacks(cfg.device), *debug_callbacks,

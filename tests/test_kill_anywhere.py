@@ -7,6 +7,9 @@ that sign opens: the second epoch's end writes (best/last weights, history row, 
 weights file changes after the first epoch's backup; the final evaluation once the last epoch is
 backed up; the final writes (status.json, backup removal) once metrics.json appears. One
 module-scoped sequence of attempts on the cheap toy BiT run is shared by the tests below.
+
+A second sequence kills a run whose early stopping fired, during its final evaluation, and resumes
+it: no further epoch, and the final evaluation is the best epoch's, as in an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.report import read_history
 from runner.resume import backup_epoch
 from tests.conftest import runner_env
 
@@ -157,3 +161,71 @@ def test_best_and_last_weights_load_and_evaluate_and_export_work(killed_and_rest
     assert 0.0 <= best["accuracy"] <= 1.0 and math.isfinite(best["loss"])
     out = export_run(load_run(run_dir, "best"), tmp_path / "exported")
     assert (out / "saved_model.pb").is_file()
+
+
+ES_EPOCHS = 5  # early stopping fires after the second: epochs remain when the run is killed
+# Patience 1, and a rate at which the toy learns the class frequencies only: its pooled features
+# hardly differ between images, so it predicts one class for every image and val_accuracy stays at
+# 0.1 (the classes are balanced) while val_loss moves by ~0.01 an epoch: the best epoch (the first
+# of equals) and the last differ in their weights.
+FLAT_VAL_ACCURACY = ["model.early_stopping_patience=1", "model.learning_rate=3"]
+CHECKPOINT_FILES = ("best_weights.h5", "last_weights.h5")
+
+
+def early_stopping_fired(rows: list[dict[str, float]]) -> bool:
+    """With patience 1: the last epoch's val_accuracy is no gain on the best before it."""
+    return len(rows) >= 2 and rows[-1]["val_accuracy"] <= max(r["val_accuracy"] for r in rows[:-1])
+
+
+@pytest.fixture(scope="module")
+def early_stopped_killed_and_resumed(tmp_path_factory, toy_bit_run):
+    """Killed once early stopping fired and its epoch was backed up (fit() is over: the final
+    evaluation), then started again in the same folder."""
+    root = tmp_path_factory.mktemp("early_stopped")
+    run_dir = root / "run"
+    overrides = [o for o in toy_bit_run if not o.startswith(("epochs=", "model.early_stopping"))]
+    overrides += [f"epochs={ES_EPOCHS}", *FLAT_VAL_ACCURACY]
+    killed = Attempt(run_dir, overrides, root / "stderr_killed.txt")
+
+    def stopped_and_backed_up() -> bool:
+        rows = read_history(run_dir)
+        return early_stopping_fired(rows) and killed.backed_up(len(rows))
+
+    killed.kill_when(stopped_and_backed_up)
+    checkpoints = run_dir / "checkpoints"
+    before = {
+        "history": read_history(run_dir), "metrics": (run_dir / "metrics.json").exists(),
+        "weights": {name: (checkpoints / name).read_bytes() for name in CHECKPOINT_FILES},
+    }
+    resumed = Attempt(run_dir, overrides, root / "stderr_resumed.txt")
+    assert resumed.finish() == 0, resumed.stderr_file.read_text()[-3000:]
+    return run_dir, before, resumed.new_log()
+
+
+def test_a_resumed_early_stopped_run_trains_no_further_epoch(early_stopped_killed_and_resumed):
+    run_dir, before, resumed_log = early_stopped_killed_and_resumed
+    assert not before["metrics"] and 2 <= len(before["history"]) < ES_EPOCHS
+    assert read_history(run_dir) == before["history"]  # no row added, none rewritten
+    assert f"resuming after epoch {len(before['history'])}" in resumed_log
+    assert not re.search(r"epoch: \d+ step: ", resumed_log)  # not a single training step
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == len(before["history"])
+    assert metrics["optimizer_steps"] == len(before["history"]) * STEPS
+    checkpoints = run_dir / "checkpoints"
+    assert {name: (checkpoints / name).read_bytes() for name in CHECKPOINT_FILES} == before["weights"]
+
+
+def test_a_resumed_early_stopped_run_evaluates_the_best_epochs_weights(early_stopped_killed_and_resumed):
+    from runner.checkpoint import load_run
+    from runner.evaluate import evaluate_run
+
+    run_dir, before, _ = early_stopped_killed_and_resumed
+    rows = before["history"]
+    best = max(rows, key=lambda row: row["val_accuracy"])  # the first of equals, as Keras keeps
+    assert best is not rows[-1] and abs(best["val_loss"] - rows[-1]["val_loss"]) > 1e-3
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val_accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
+    assert metrics["val_loss"] == pytest.approx(best["val_loss"], abs=1e-5)
+    # The weights evaluated were best_weights.h5's, not last_weights.h5's (the last epoch's).
+    assert evaluate_run(load_run(run_dir, "best"))["loss"] == pytest.approx(metrics["val_loss"], abs=1e-5)
+    assert evaluate_run(load_run(run_dir, "last"))["loss"] != pytest.approx(metrics["val_loss"], abs=1e-3)
