@@ -4,6 +4,8 @@ Plain functions (not fixtures) so any test module or benchmark can import them.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,6 @@ def write_tfds_folder(
     encoding_format: "jpeg" stores images as the real tf_flowers and cats_vs_dogs do.
     """
     import tensorflow_datasets as tfds
-    from tensorflow_datasets.core.utils import gcs_utils
 
     pairs = class_images(len(class_names), per_class, size)
     builder_name = name  # a class body cannot read a function argument it also assigns
@@ -73,19 +74,31 @@ def write_tfds_folder(
             for key, (image, label) in enumerate(pairs):
                 yield key, {"image": image, "label": label}
 
-    # Offline, and nothing of the real dataset: with GCS enabled (TFDS 4.6.0's default), the builder
-    # merges gs://tfds-data's tf_flowers/3.0.1 metadata (label names, ...) into its info on
-    # creation, and download_and_prepare fetches the real prepared files instead of generating.
-    was_disabled = gcs_utils._is_gcs_disabled
-    gcs_utils._is_gcs_disabled = True
-    try:
+    with tfds_offline():
         builder = FixtureBuilder(data_dir=str(data_dir))
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(try_download_gcs=False)
         )
+    return Path(data_dir) / name / version
+
+
+@contextmanager
+def tfds_offline() -> Iterator[None]:
+    """TFDS without its GCS bucket, for the block only.
+
+    Offline, and nothing of the real dataset: with GCS enabled (TFDS 4.6.0's default), a builder
+    named tf_flowers merges gs://tfds-data's tf_flowers/3.0.1 metadata (label names, ...) into its
+    info on creation, and download_and_prepare fetches the real prepared files instead of
+    generating.
+    """
+    from tensorflow_datasets.core.utils import gcs_utils
+
+    was_disabled = gcs_utils._is_gcs_disabled
+    gcs_utils._is_gcs_disabled = True
+    try:
+        yield
     finally:
         gcs_utils._is_gcs_disabled = was_disabled
-    return Path(data_dir) / name / version
 
 
 def write_image_folder(
