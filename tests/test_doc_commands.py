@@ -48,9 +48,6 @@ def release(package: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", metadata.version(package))[:3])
 
 
-# MLflow 3's server (its client does not) needs SQLAlchemy 2, which the default stack's pin
-# sqlalchemy<2 (optuna 2.10.1's stored studies) rules out: README, Experiment tracking.
-MLFLOW_UI_NEEDS_SQLALCHEMY_2 = release("mlflow") >= (3,) and release("sqlalchemy") < (2,)
 # TFDS 4.9's `tfds` command imports Apache Beam as it starts (README, Preparing the datasets).
 TFDS_CLI_NEEDS_BEAM = release("tensorflow-datasets") >= (4, 9) and util.find_spec("apache_beam") is None
 
@@ -226,8 +223,6 @@ def as_dict(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {item["key"]: item["value"] for item in items}
 
 
-@pytest.mark.skipif(MLFLOW_UI_NEEDS_SQLALCHEMY_2, reason="MLflow 3's server needs SQLAlchemy 2: the "
-                    "next test checks that it stops, as README says")
 def test_mlflow_ui_serves_the_sweep_as_one_parent_run_with_a_child_per_job(readme_sweep):
     experiment_path = "/api/2.0/mlflow/experiments/get-by-name"
     with serving("mlflow", ["ui", *mlflow_ui_line()[0]], readme_sweep,
@@ -255,16 +250,6 @@ def test_mlflow_ui_serves_the_sweep_as_one_parent_run_with_a_child_per_job(readm
         final = as_dict(child["data"]["metrics"])["final/val_accuracy"]
         assert final == pytest.approx(metrics["val_accuracy"])
         assert sorted(point["step"] for point in histories[job.name]) == [0, 1]  # per epoch
-
-
-@pytest.mark.skipif(not MLFLOW_UI_NEEDS_SQLALCHEMY_2, reason="this MLflow's server runs with this SQLAlchemy")
-def test_mlflow_ui_of_mlflow_3_stops_with_sqlalchemy_1_as_readme_says(tmp_path):
-    with started("mlflow", ["ui", *mlflow_ui_line()[0]], tmp_path) as (process, output, _):
-        returncode = process.wait(timeout=120)
-        said = tail(output)
-    error = "AttributeError: module 'sqlalchemy' has no attribute 'Engine'"
-    assert returncode != 0 and error in said, said
-    assert error in README_WORDS
 
 
 # --- tensorboard --logdir --------------------------------------------------------------------

@@ -267,7 +267,7 @@ STATED_PINS = [  # (requirements file, the line that pins what the docs name)
     ("requirements.txt", "tensorflow-datasets==4.9.10"),  # README: TFDS 4.9.10
     ("requirements-ascend.txt", "tensorflow==2.6.5"),  # README: the Ascend stack, TF 2.6.5
     ("requirements-ascend.txt", "submitit==1.5.3"),  # docs/sweeps.md: pinned to 1.5.3
-    ("requirements-mlflow.txt", 'mlflow==3.17.2; python_version >= "3.10"'),  # README: MLflow 3.17.2
+    ("requirements-mlflow.txt", 'mlflow==3.16.1; python_version >= "3.10"'),  # README: MLflow 3.16.1
     ("requirements-mlflow.txt", 'mlflow==2.12.2; python_version < "3.10"'),  # README: 2.12.2
 ]
 
