@@ -16,10 +16,18 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
 
 
 def _prepare_hint(name: str) -> str:
+    # tfds.load first: TFDS 4.9's `tfds build` needs Apache Beam, which neither stack installs.
     return (
-        f"On a machine with network, prepare it with `tfds build {name} --data_dir=DIR` "
-        f"(or `tfds.load('{name}', data_dir=DIR)`) and copy DIR/{name}/ here."
+        f"On a machine with network, prepare it with `python -c \"import tensorflow_datasets as "
+        f"tfds; tfds.load('{name}', data_dir='DIR')\"` (or `tfds build {name} --data_dir=DIR`) "
+        f"and copy DIR/{name}/ here."
     )
+
+
+def _versions_present(dataset_dir: Path) -> list[Path]:
+    """The prepared version folders, oldest first by number (3.0.10 after 3.0.9, not text order)."""
+    versions = [p for p in dataset_dir.glob("*") if (p / "dataset_info.json").is_file()]
+    return sorted(versions, key=lambda p: tuple(int(n) if n.isdigit() else -1 for n in p.name.split(".")))
 
 
 def find_tfds_version_dir(data_dir: str, name: str, version: str | None) -> Path:
@@ -38,8 +46,7 @@ def find_tfds_version_dir(data_dir: str, name: str, version: str | None) -> Path
         elif version is not None:
             version_dir = dataset_dir / version
         else:
-            versions = sorted(p for p in dataset_dir.glob("*") if (p / "dataset_info.json").is_file())
-            version_dir = versions[-1] if versions else dataset_dir / "<version>"
+            version_dir = (_versions_present(dataset_dir) or [dataset_dir / "<version>"])[-1]
         if (version_dir / "dataset_info.json").is_file():
             if not list(version_dir.glob(f"{name}-*.tfrecord-*")):
                 raise ConfigError(
@@ -47,6 +54,13 @@ def find_tfds_version_dir(data_dir: str, name: str, version: str | None) -> Path
                     f"copy is incomplete. Copy every file of the prepared folder. " + _prepare_hint(name)
                 )
             return version_dir
+    present = [v.name for d in candidates for v in _versions_present(d)]
+    if version is not None and present:
+        raise ConfigError(
+            f"{root / name} has no version {version} of {name!r}, but {', '.join(present)}: a newer "
+            f"TFDS prepares a newer version (TFDS 4.9.10 builds cats_vs_dogs 4.0.1). Pass "
+            f"dataset.version={present[-1]}, or dataset.version=null for the newest present."
+        )
     expected = root / name / (version or "<version>")
     raise ConfigError(
         f"No prepared TFDS dataset {name!r} under dataset.data_dir={data_dir!r}: expected "

@@ -44,7 +44,18 @@ def test_data_dir_not_set(tmp_path):
 def test_data_dir_that_does_not_exist(tmp_path):
     missing = tmp_path / "nowhere"
     message = error_for(["dataset=cats_vs_dogs", f"dataset.data_dir={missing}"], tmp_path)
-    assert str(missing) in message and "cats_vs_dogs/4.0.0" in message and "tfds build" in message
+    assert str(missing) in message and "cats_vs_dogs/4.0.0" in message
+    assert "tfds.load('cats_vs_dogs', data_dir='DIR')" in message and "tfds build" in message
+
+
+def test_a_version_folder_that_is_not_there_names_the_ones_that_are(tmp_path):
+    """README: TFDS 4.9.10 builds cats_vs_dogs 4.0.1; the seed's config asks for 4.0.0."""
+    for version in ("4.0.1", "4.0.10", "4.0.9"):
+        (tmp_path / "data" / "cats_vs_dogs" / version).mkdir(parents=True)
+        (tmp_path / "data" / "cats_vs_dogs" / version / "dataset_info.json").write_text("{}")
+    message = error_for(["dataset=cats_vs_dogs", f"dataset.data_dir={tmp_path / 'data'}"], tmp_path)
+    assert "no version 4.0.0" in message and "4.0.1, 4.0.9, 4.0.10" in message
+    assert "dataset.version=4.0.10" in message and "dataset.version=null" in message
 
 
 def test_data_dir_without_prepared_files(tmp_path):

@@ -75,6 +75,11 @@ def tfds_build_commands() -> dict[str, list[str]]:
     return {name: shlex.split(command) for command, name in commands}
 
 
+def tfds_load_calls() -> set[str]:
+    """The datasets README prepares with `tfds.load('NAME', data_dir='DIR')`."""
+    return set(re.findall(r"tfds\.load\('(\w+)', data_dir='DIR'\)", README))
+
+
 def readme_layouts() -> dict[str, tuple[str, list[str]]]:
     """README's dataset table: the version folder and its files (globs) of each dataset."""
     rows = re.findall(r"`(\w+)/(\d+\.\d+\.\d+)/\{([^}]+)\}`", README)
@@ -85,6 +90,7 @@ def test_the_docs_show_exactly_the_commands_tested_here():
     assert tensorboard_logdirs() == {"outputs", "<sweep folder>", "<path>"}
     assert mlflow_ui_line()[0] == ["--backend-store-uri", "sqlite:///outputs/mlflow.db"]
     assert set(tfds_build_commands()) == set(readme_layouts()) == {"tf_flowers", "cats_vs_dogs"}
+    assert tfds_load_calls() == set(readme_layouts())
 
 
 # --- Servers -----------------------------------------------------------------------------
@@ -361,6 +367,20 @@ def test_readmes_tfds_build_command_parses_with_tfds_own_parser(name, tmp_path):
     arguments = [a.replace("DIR", str(tmp_path)) for a in tfds_build_commands()[name]]
     parsed = tfds_cli_module()._parse_flags(["tfds", *arguments])
     assert parsed.datasets == [name] and Path(parsed.data_dir) == tmp_path
+
+
+def test_readmes_tfds_load_call_is_one_tfds_load_takes():
+    """`tfds.load('NAME', data_dir='DIR')` (README and the runner's missing-folder message): the
+    arguments bind to the installed TFDS's tfds.load, with download left at its default, True."""
+    import inspect
+
+    import tensorflow_datasets as tfds
+
+    signature = inspect.signature(tfds.load)
+    for name in tfds_load_calls():
+        bound = signature.bind(name, data_dir="DIR")
+        bound.apply_defaults()
+        assert bound.arguments["download"] is True
 
 
 def built_version(name: str) -> str:
