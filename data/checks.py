@@ -38,8 +38,8 @@ def find_tfds_version_dir(data_dir: str, name: str, version: str | None) -> Path
         elif version is not None:
             version_dir = dataset_dir / version
         else:
-            versions = sorted(p for p in dataset_dir.glob("*") if (p / "dataset_info.json").is_file())
-            version_dir = versions[-1] if versions else dataset_dir / "<version>"
+            versions = [p for p in dataset_dir.glob("*") if (p / "dataset_info.json").is_file()]
+            version_dir = max(versions, key=_version_key, default=dataset_dir / "<version>")
         if (version_dir / "dataset_info.json").is_file():
             if not list(version_dir.glob(f"{name}-*.tfrecord-*")):
                 raise ConfigError(
@@ -53,6 +53,11 @@ def find_tfds_version_dir(data_dir: str, name: str, version: str | None) -> Path
         f"{expected}/ holding dataset_info.json, features.json and {name}-train.tfrecord-* files. "
         + _prepare_hint(name)
     )
+
+
+def _version_key(version_dir: Path) -> tuple[int, ...]:
+    """A version folder's name as numbers: 3.0.10 is newer than 3.0.9, which text order denies."""
+    return tuple(int(part) if part.isdigit() else -1 for part in version_dir.name.split("."))
 
 
 def list_image_folder(path: str) -> tuple[list[str], list[tuple[Path, int]]]:

@@ -108,3 +108,17 @@ def test_corrupt_bit_archive(tmp_path):
                          f"model.cache_dir={tmp_path / 'cache'}", "dataset=digits", "model.crop_size=32"],
                         tmp_path)
     assert "bit.tar.gz" in message
+
+
+def test_version_null_takes_the_newest_version_folder_present(tmp_path):
+    """README: `dataset.version=null` takes the newest version folder present (3.0.10 after 3.0.9,
+    although "3.0.10" sorts before "3.0.9" as text)."""
+    from data.checks import find_tfds_version_dir
+
+    for version in ("3.0.9", "3.0.10", "2.0.0"):
+        version_dir = tmp_path / "tf_flowers" / version
+        version_dir.mkdir(parents=True)
+        (version_dir / "dataset_info.json").write_text("{}")
+        (version_dir / "tf_flowers-train.tfrecord-00000-of-00001").write_bytes(b"")
+    assert find_tfds_version_dir(str(tmp_path), "tf_flowers", None) == tmp_path / "tf_flowers" / "3.0.10"
+    assert find_tfds_version_dir(str(tmp_path), "tf_flowers", "3.0.9") == tmp_path / "tf_flowers" / "3.0.9"
