@@ -157,3 +157,28 @@ def test_best_and_last_weights_load_and_evaluate_and_export_work(killed_and_rest
     assert 0.0 <= best["accuracy"] <= 1.0 and math.isfinite(best["loss"])
     out = export_run(load_run(run_dir, "best"), tmp_path / "exported")
     assert (out / "saved_model.pb").is_file()
+
+
+def test_weights_are_written_beside_the_file_and_renamed_over_it(tmp_path):
+    """README: weights are written to `*.tmp.h5` and renamed, so a kill or a full disk mid-write
+    leaves the previous file whole: a reader of the previous file still reads all of it."""
+    import numpy as np
+
+    from runner.callbacks import AtomicModelCheckpoint
+    from runner.keras2 import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    final = tmp_path / "last_weights.h5"
+    checkpoint = AtomicModelCheckpoint(str(final), save_weights_only=True)
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {})
+    first = final.read_bytes()
+    with open(final, "rb") as previous:
+        model.set_weights([w + 1.0 for w in model.get_weights()])
+        checkpoint.on_epoch_end(1, {})
+        assert previous.read() == first  # replaced by a rename, not rewritten in place
+    assert [p.name for p in tmp_path.iterdir()] == ["last_weights.h5"]  # no .tmp.h5 left
+    expected = model.get_weights()
+    model.set_weights([np.zeros_like(w) for w in expected])
+    model.load_weights(str(final))
+    np.testing.assert_allclose(model.get_weights()[0], expected[0])
