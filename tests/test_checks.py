@@ -122,3 +122,19 @@ def test_version_null_takes_the_newest_version_folder_present(tmp_path):
         (version_dir / "tf_flowers-train.tfrecord-00000-of-00001").write_bytes(b"")
     assert find_tfds_version_dir(str(tmp_path), "tf_flowers", None) == tmp_path / "tf_flowers" / "3.0.10"
     assert find_tfds_version_dir(str(tmp_path), "tf_flowers", "3.0.9") == tmp_path / "tf_flowers" / "3.0.9"
+
+
+def test_image_folder_reads_the_extensions_the_readme_names(tmp_path):
+    """README: `DIR/<class_name>/*.{jpg,jpeg,png,gif,bmp}`, one sub-folder per class."""
+    from data.checks import list_image_folder
+
+    signatures = {"jpg": b"\xff\xd8\xff\xe0", "jpeg": b"\xff\xd8\xff\xe0", "png": b"\x89PNG\r\n\x1a\n",
+                  "gif": b"GIF89a", "bmp": b"BM"}
+    for name, signature in signatures.items():
+        for folder in ("a", "b"):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            (tmp_path / folder / f"image.{name}").write_bytes(signature + b"0" * 16)
+    (tmp_path / "a" / "notes.txt").write_text("not listed")
+    classes, files = list_image_folder(str(tmp_path))
+    assert classes == ["a", "b"]
+    assert sorted(f.suffix for f, label in files if label == 0) == sorted(f".{n}" for n in signatures)

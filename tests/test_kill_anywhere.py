@@ -182,3 +182,16 @@ def test_weights_are_written_beside_the_file_and_renamed_over_it(tmp_path):
     model.set_weights([np.zeros_like(w) for w in expected])
     model.load_weights(str(final))
     np.testing.assert_allclose(model.get_weights()[0], expected[0])
+
+
+def test_metrics_and_status_json_are_replaced_whole(tmp_path):
+    """README: metrics.json is written atomically; a reader sees the previous file or the new one."""
+    from runner.report import write_json_atomic
+
+    path = tmp_path / "metrics.json"
+    write_json_atomic(path, {"epochs_completed": 1})
+    with open(path) as previous:
+        write_json_atomic(path, {"epochs_completed": 2})
+        assert json.loads(previous.read()) == {"epochs_completed": 1}
+    assert json.loads(path.read_text()) == {"epochs_completed": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
