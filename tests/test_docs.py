@@ -383,15 +383,12 @@ def test_the_top_level_keys_the_readme_names_are_the_configs():
     assert (direction("val_accuracy"), direction("val_loss")) == ("maximize", "minimize")
 
 
-NOT_OVERRIDES = {"download=False"}  # TFDS's argument, named in prose
-
-
 def inline_overrides() -> list[str]:
     """README's inline spans made only of overrides (`model=bit dataset=digits`), outside code
     blocks; a span with a placeholder (`<dir>`, `...`) or Hydra's own keys is left out."""
     prose = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
     spans = []
-    for span in set(re.findall(r"`([^`\n]+)`", prose)) - NOT_OVERRIDES:
+    for span in set(re.findall(r"`([^`\n]+)`", prose)):
         arguments = shlex.split(span) if "=" in span and not re.search(r"<|\.\.\.", span) else []
         if arguments and all(re.match(r"^[a-z][\w.+~/]*=\S+$", a) for a in arguments):
             spans.append(span)
@@ -456,3 +453,12 @@ def test_the_ascend_subset_is_what_the_readme_lists():
         assert words in text, words
         marked = "pytest.mark.ascend_stack" in (tests / file).read_text()
         assert marked == (file not in DEFAULT_STACK_ONLY.values()), file
+
+
+def test_ci_installs_mlflow_on_both_stacks():
+    """README: CI installs MLflow on both stacks (`requirements-dev.txt`,
+    `requirements-ascend-dev.txt`); that it runs tests/test_tracking.py on both is the marker above."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    for dev in ("requirements-dev.txt", "requirements-ascend-dev.txt"):
+        assert f"pip install -q -r {dev}" in ci, dev
+        assert "-r requirements-mlflow.txt" in (ROOT / dev).read_text().splitlines(), dev
