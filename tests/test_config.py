@@ -62,9 +62,12 @@ def test_command_line_beats_the_model_recipe(tmp_path):
     assert cfg.epochs == 2 and cfg.dataset.name == "digits"
 
 
-def test_schema_rejects_a_bad_enumeration_value(tmp_path):
+@pytest.mark.parametrize("overrides", [["device.type=tpu"], ["precision.mode=tpu"],
+                                       ["debug=dump", "debug.dump.mode=tpu"]])
+def test_schema_rejects_a_bad_enumeration_value(tmp_path, overrides):
+    """README: wrong enumeration values (device.type, precision.mode, dump modes) fail composing."""
     with pytest.raises(ConfigCompositionException) as info:
-        compose_config(["device.type=tpu"], tmp_path)
+        compose_config(overrides, tmp_path)
     assert "tpu" in str(info.value.__cause__) or "tpu" in str(info.value)
 
 
