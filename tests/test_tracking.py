@@ -363,3 +363,13 @@ def test_tensorboard_has_the_per_epoch_scalars(single_runs):
         events.Reload()
         for tag in ("epoch_loss", "epoch_accuracy"):
             assert [event.step for event in events.Tensors(tag)] == [0, 1], (split, tag)
+
+
+def test_the_params_are_the_composed_config_flattened(single_runs):
+    """README: each run is an MLflow run with the composed config flattened as params."""
+    from runner.resume import flat_config
+
+    folder = single_runs["finished"]
+    params = single_runs["client"].get_run(run_id_of(folder)).data.params
+    composed = flat_config(OmegaConf.load(folder / ".hydra" / "config.yaml"))
+    assert params == {key: str(value) for key, value in composed.items()}
