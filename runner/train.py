@@ -138,7 +138,7 @@ def _record_failure(run_dir: Path, error: Exception, clock: RunClock) -> None:
                  error=type(error).__name__, wall_seconds=clock.seconds)
 
 
-def one_line(message: str, limit: int = 600) -> str:
+def one_line(message: str, limit: int = 1000) -> str:
     """A message as one line of at most about `limit` characters. All of it, not its first line:
     TensorFlow's errors start "Graph execution error:" and name the cause (a missing file, the
     op that ran out of memory) at the end, which a long message keeps."""

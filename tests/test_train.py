@@ -11,7 +11,7 @@ from runner.errors import ConfigError
 from runner.evaluate import evaluate_run
 from runner.keras2 import keras
 from runner.report import read_history
-from runner.train import progress_verbosity, train
+from runner.train import one_line, progress_verbosity, train
 from tests.conftest import ON_ASCEND_STACK, compose_config
 from tests.data_fixtures import write_image_folder, write_tfds_folder
 
@@ -204,3 +204,12 @@ def test_early_stopping_stops_and_the_metrics_are_the_best_epochs(tmp_path, toy_
     # The toy's loss moves little between epochs: the best epoch's value, not the last's.
     to_best, to_last = (abs(metrics["val_loss"] - row["val_loss"]) for row in (best, rows[-1]))
     assert to_best < to_last
+
+
+def test_a_failure_reason_is_one_line_that_keeps_the_cause():
+    """status.json's `failed` reason (README): TensorFlow names the cause after its stack lines."""
+    message = "Graph execution error:\n\n" + "  File x.py, line 1\n" * 200 + "a.jpg; No such file"
+    reason = one_line(message)
+    assert "\n" not in reason and len(reason) <= 1005
+    assert reason.startswith("Graph execution error:") and reason.endswith("a.jpg; No such file")
+    assert one_line("short\n  message") == "short message"
