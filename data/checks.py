@@ -27,7 +27,7 @@ def _prepare_hint(name: str) -> str:
 def _versions_present(dataset_dir: Path) -> list[Path]:
     """The prepared version folders, oldest first by number (3.0.10 after 3.0.9, not text order)."""
     versions = [p for p in dataset_dir.glob("*") if (p / "dataset_info.json").is_file()]
-    return sorted(versions, key=lambda p: tuple(int(n) if n.isdigit() else -1 for n in p.name.split(".")))
+    return sorted(versions, key=_version_key)
 
 
 def find_tfds_version_dir(data_dir: str, name: str, version: str | None) -> Path:
@@ -67,6 +67,11 @@ def find_tfds_version_dir(data_dir: str, name: str, version: str | None) -> Path
         f"{expected}/ holding dataset_info.json, features.json and {name}-train.tfrecord-* files. "
         + _prepare_hint(name)
     )
+
+
+def _version_key(version_dir: Path) -> tuple[int, ...]:
+    """A version folder's name as numbers: 3.0.10 is newer than 3.0.9, which text order denies."""
+    return tuple(int(part) if part.isdigit() else -1 for part in version_dir.name.split("."))
 
 
 def list_image_folder(path: str) -> tuple[list[str], list[tuple[Path, int]]]:

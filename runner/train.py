@@ -134,8 +134,16 @@ def _record_failure(run_dir: Path, error: Exception, clock: RunClock) -> None:
     expected = isinstance(error, (ConfigError, RunFailed))
     log.error("run failed: %s", error, exc_info=not expected)
     reason = str(error).strip() if expected else f"{type(error).__name__}: {error}"
-    write_status(run_dir, FAILED, reason=reason.splitlines()[0] if reason else type(error).__name__,
+    write_status(run_dir, FAILED, reason=one_line(reason) or type(error).__name__,
                  error=type(error).__name__, wall_seconds=clock.seconds)
+
+
+def one_line(message: str, limit: int = 1000) -> str:
+    """A message as one line of at most about `limit` characters. All of it, not its first line:
+    TensorFlow's errors start "Graph execution error:" and name the cause (a missing file, the
+    op that ran out of memory) at the end, which a long message keeps."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else f"{text[:limit // 3]} ... {text[-(limit * 2 // 3):]}"
 
 
 def _reset_keras() -> None:

@@ -52,11 +52,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
-def compose_config(overrides: list[str], output_dir: Path | None = None):
-    """The composed config for these overrides; output_dir stands in for Hydra's run folder."""
+def compose_config(overrides: list[str], output_dir: Path | None = None, with_hydra: bool = False):
+    """The composed config for these overrides; output_dir stands in for Hydra's run folder;
+    with_hydra: Hydra's own config too, under `hydra` (run and sweep folders, launcher, choices)."""
     extra = [f"output_dir={output_dir}"] if output_dir is not None else []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=[*overrides, *extra])
+        return compose(config_name="config", overrides=[*overrides, *extra],
+                       return_hydra_config=with_hydra)
 
 
 @pytest.fixture

@@ -119,3 +119,33 @@ def test_corrupt_bit_archive(tmp_path):
                          f"model.cache_dir={tmp_path / 'cache'}", "dataset=digits", "model.crop_size=32"],
                         tmp_path)
     assert "bit.tar.gz" in message
+
+
+def test_version_null_takes_the_newest_version_folder_present(tmp_path):
+    """README: `dataset.version=null` takes the newest version folder present (3.0.10 after 3.0.9,
+    although "3.0.10" sorts before "3.0.9" as text)."""
+    from data.checks import find_tfds_version_dir
+
+    for version in ("3.0.9", "3.0.10", "2.0.0"):
+        version_dir = tmp_path / "tf_flowers" / version
+        version_dir.mkdir(parents=True)
+        (version_dir / "dataset_info.json").write_text("{}")
+        (version_dir / "tf_flowers-train.tfrecord-00000-of-00001").write_bytes(b"")
+    assert find_tfds_version_dir(str(tmp_path), "tf_flowers", None) == tmp_path / "tf_flowers" / "3.0.10"
+    assert find_tfds_version_dir(str(tmp_path), "tf_flowers", "3.0.9") == tmp_path / "tf_flowers" / "3.0.9"
+
+
+def test_image_folder_reads_the_extensions_the_readme_names(tmp_path):
+    """README: `DIR/<class_name>/*.{jpg,jpeg,png,gif,bmp}`, one sub-folder per class."""
+    from data.checks import list_image_folder
+
+    signatures = {"jpg": b"\xff\xd8\xff\xe0", "jpeg": b"\xff\xd8\xff\xe0", "png": b"\x89PNG\r\n\x1a\n",
+                  "gif": b"GIF89a", "bmp": b"BM"}
+    for name, signature in signatures.items():
+        for folder in ("a", "b"):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            (tmp_path / folder / f"image.{name}").write_bytes(signature + b"0" * 16)
+    (tmp_path / "a" / "notes.txt").write_text("not listed")
+    classes, files = list_image_folder(str(tmp_path))
+    assert classes == ["a", "b"]
+    assert sorted(f.suffix for f, label in files if label == 0) == sorted(f".{n}" for n in signatures)

@@ -62,9 +62,12 @@ def test_command_line_beats_the_model_recipe(tmp_path):
     assert cfg.epochs == 2 and cfg.dataset.name == "digits"
 
 
-def test_schema_rejects_a_bad_enumeration_value(tmp_path):
+@pytest.mark.parametrize("overrides", [["device.type=tpu"], ["precision.mode=tpu"],
+                                       ["debug=dump", "debug.dump.mode=tpu"]])
+def test_schema_rejects_a_bad_enumeration_value(tmp_path, overrides):
+    """README: wrong enumeration values (device.type, precision.mode, dump modes) fail composing."""
     with pytest.raises(ConfigCompositionException) as info:
-        compose_config(["device.type=tpu"], tmp_path)
+        compose_config(overrides, tmp_path)
     assert "tpu" in str(info.value.__cause__) or "tpu" in str(info.value)
 
 
@@ -83,3 +86,35 @@ def test_unknown_group_option_lists_the_valid_ones(tmp_path):
         compose_config(["model=resnet"], tmp_path)
     message = str(info.value)
     assert "resnet" in message and "resizer_densenet" in message and "densenet" in message
+
+
+def recipe_keys(model: str) -> tuple[set[str], list]:
+    """The top-level keys a model file sets besides `model`, and its defaults list."""
+    from omegaconf import OmegaConf
+
+    recipe = OmegaConf.load(Path(CONF_DIR) / "model" / f"{model}.yaml")
+    return set(recipe) - {"model", "defaults"}, list(recipe.get("defaults", []))
+
+
+def test_the_rule_for_models_and_datasets(tmp_path):
+    """README, "The rule for models and datasets": bit sets batch_size, epochs and steps_per_epoch
+    and picks tf_flowers; resizer_densenet sets batch_size and epochs and names no dataset (densenet
+    extends it); a dataset file sets dataset.* only."""
+    assert recipe_keys("bit") == ({"batch_size", "epochs", "steps_per_epoch"},
+                                  [{"override /dataset": "tf_flowers"}])
+    assert recipe_keys("resizer_densenet") == ({"batch_size", "epochs"}, [])
+    assert recipe_keys("densenet") == (set(), ["resizer_densenet", "_self_"])
+    assert compose_config(["model=resizer_densenet"], tmp_path).steps_per_epoch is None
+    default = compose_config([], tmp_path)
+    for dataset in options("dataset"):
+        cfg = compose_config([f"dataset={dataset}"], tmp_path)
+        assert {key for key in cfg if cfg[key] != default[key]} <= {"dataset"}, dataset
+
+
+def test_a_null_target_size_is_half_the_input():
+    """README: the resizer's output side is model.target_size (null: half the input, 300 -> 150)."""
+    from runner.network import resizer_target_size
+
+    model = compose_config(["model.target_size=null"]).model
+    assert (resizer_target_size(model, 300), resizer_target_size(model, 64)) == (150, 32)
+    assert resizer_target_size(compose_config(["model.target_size=48"]).model, 64) == 48

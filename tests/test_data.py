@@ -52,6 +52,18 @@ def test_image_folder_split_keeps_every_class_in_both_splits(tmp_path):
     assert count(train) == 12
 
 
+def test_image_folder_holds_out_the_same_images_for_the_same_seed(tmp_path):
+    """README: image_folder holds out dataset.val_fraction of each class, fixed by `seed`."""
+    write_image_folder(tmp_path / "pets", ("cat", "dog"), per_class=10)
+
+    def held_out(seed: int) -> list[bytes]:
+        _, val, _ = load_image_folder_splits(str(tmp_path / "pets"), 0.3, seed=seed)
+        return [image.numpy() for image, _ in val]
+
+    assert len(held_out(1)) == 6  # 3 of each class's 10
+    assert held_out(1) == held_out(1) and held_out(1) != held_out(2)
+
+
 def test_digits_are_stratified_and_scaled_to_pixels():
     train, val, names = load_digits_splits(0.2, seed=0)
     assert names == [str(d) for d in range(10)]

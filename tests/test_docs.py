@@ -310,3 +310,182 @@ def test_the_repository_cites_only_what_it_holds():
     citing = [(name, ref) for name in tracked if (ROOT / name).is_file()
               for ref in outside if ref in (ROOT / name).read_text(errors="ignore")]
     assert not citing
+
+
+# --- README's prose: folders, groups, keys, layout, the test subsets --------------------------
+README = ROOT / "README.md"
+
+
+def readme_section(title: str) -> str:
+    """README's text from the heading `## title` (or `### title`) to the next heading of any level."""
+    match = re.search(rf"^#+ {re.escape(title)}\n(.*?)(?=^#+ |\Z)", README.read_text(), re.M | re.S)
+    assert match, f"README has no section {title!r}"
+    return match.group(1)
+
+
+def test_run_and_sweep_folders_are_named_as_the_readme_says():
+    """README: `outputs/<YYYY-MM-DD>/<HH-MM-SS-ffffff>/` (microseconds); sweeps go to
+    `outputs/multirun/<date>/<time>/<overrides>/`, e.g. `batch_size=32,epochs=5/`."""
+    hydra = compose_config(["batch_size=32", "epochs=5"], with_hydra=True).hydra
+    assert re.fullmatch(r"outputs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d-\d{6}", hydra.run.dir), hydra.run.dir
+    assert re.fullmatch(r"outputs/multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d-\d{6}", hydra.sweep.dir)
+    assert hydra.sweep.subdir == "batch_size=32,epochs=5"
+    text = readme_section("What a run leaves behind") + readme_section("Sweeps, resume, search")
+    assert "`outputs/<YYYY-MM-DD>/<HH-MM-SS-ffffff>/`" in text
+    assert "outputs/multirun/<date>/<time>/batch_size=32,epochs=5/" in text
+
+
+def group_table() -> dict[str, str]:
+    """The group table of "Choosing what runs": group -> its options cell."""
+    rows = re.findall(r"^\| `([\w/]+)` \| (.*?) \|", readme_section("Choosing what runs"), re.M)
+    assert len(rows) >= 9, rows
+    return dict(rows)
+
+
+def listed_options(cell: str) -> tuple[list[str], str | None]:
+    """The options a cell names (its `key=value` examples aside) and the one marked (default)."""
+    options = [name for name in re.findall(r"`([^`]+)`", cell) if "=" not in name]
+    default = re.search(r"`(\w+)` \(default\)", cell)
+    return options, default.group(1) if default else None
+
+
+@pytest.mark.parametrize("group", ["dataset", "model", "device", "precision", "debug", "experiment",
+                                   "hparams_search", "logger", "hydra/launcher"])
+def test_the_group_table_lists_each_groups_options_and_default(group):
+    """README's group table: the options of each group are the config's (conf/<group>/, Hydra's
+    launcher plugins), the one marked (default) is the default, and its examples compose."""
+    cell = group_table()[group]
+    options, default = listed_options(cell)
+    if group == "hydra/launcher":
+        for option in options:  # the plugin is installed and its config composes
+            assert compose_config([f"hydra/launcher={option}"], with_hydra=True).hydra.launcher._target_
+    else:
+        assert sorted(options) == sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+    assert compose_config([], with_hydra=True).hydra.runtime.choices.get(group) == default
+    for example in [name for name in re.findall(r"`([^`]+)`", cell) if "=" in name]:
+        compose_config([example])  # debug=[dump,profiling], logger=[tensorboard,mlflow]
+
+
+def test_the_experiments_are_global_overlays():
+    """README: experiment options are `@package _global_` overlays."""
+    for path in (ROOT / "conf" / "experiment").glob("*.yaml"):
+        assert path.read_text().startswith("# @package _global_\n"), path.name
+
+
+def test_the_top_level_keys_the_readme_names_are_the_configs():
+    """README, "Top-level keys": every key it names is in the config; the values it lists for
+    case_kind and modelzoo are the schema's; val_accuracy is maximised and val_loss minimised."""
+    from omegaconf import OmegaConf
+
+    from runner.schema import CaseKind, ModelZoo, OptimizedMetric, direction
+
+    paragraph = re.search(r"^Top-level keys:.*?\n\n", readme_section("Choosing what runs"), re.M | re.S)
+    text = " ".join(paragraph.group(0).split())
+    metrics = {"val_accuracy", "val_loss"}  # named as optimized_metric's values, not as keys
+    keys = []
+    for name in set(re.findall(r"`([\w.{},]+)`", text)) - metrics:
+        prefix, _, braces = name.partition("{")  # threads.{intra_op,inter_op}
+        keys += [prefix + key for key in braces.rstrip("}").split(",")] if braces else [name]
+    cfg = compose_config([])
+    assert len(keys) >= 16 and not [k for k in keys if OmegaConf.select(cfg, k, default="?") == "?"]
+    stated = {key: re.search(rf"`{key}` \(([\w |]+)", text).group(1).split(" | ")
+              for key in ("case_kind", "modelzoo")}
+    assert stated["case_kind"] == [kind.value for kind in CaseKind]
+    assert stated["modelzoo"] == ["null", *(recipe.value for recipe in ModelZoo)]
+    assert {metric.value for metric in OptimizedMetric} == metrics
+    assert (direction("val_accuracy"), direction("val_loss")) == ("maximize", "minimize")
+
+
+def inline_overrides() -> list[str]:
+    """README's inline spans made only of overrides (`model=bit dataset=digits`), outside code
+    blocks; a span with a placeholder (`<dir>`, `...`) or Hydra's own keys is left out."""
+    prose = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
+    spans = []
+    for span in set(re.findall(r"`([^`\n]+)`", prose)):
+        arguments = shlex.split(span) if "=" in span and not re.search(r"<|\.\.\.", span) else []
+        if arguments and all(re.match(r"^[a-z][\w.+~/]*=\S+$", a) for a in arguments):
+            spans.append(span)
+    return sorted(s for s in spans if not any(NOT_COMPOSED.match(a) for a in shlex.split(s))
+                  and s not in SHOWN_MISTAKES)
+
+
+# Spans README shows as mistakes, and what the runner answers (tests/test_cli.py runs them).
+SHOWN_MISTAKES = {"model.learning_rat=0.1": "Did you mean model.learning_rate?"}
+
+
+def test_the_mistakes_the_readme_shows_are_refused_as_it_says():
+    from hydra.errors import ConfigCompositionException
+
+    for span, answer in SHOWN_MISTAKES.items():
+        assert f"`{span}`: \"{answer}\"" in " ".join(README.read_text().split())
+        with pytest.raises(ConfigCompositionException):
+            compose_config([span])
+
+
+# A span may set keys that exist only under another choice (model.backbone under model=bit).
+CONTEXTS = ([], ["model=bit"], ["logger=mlflow"])
+
+
+@pytest.mark.parametrize("span", inline_overrides())
+def test_every_override_the_readme_shows_inline_composes(span):
+    errors = []
+    for context in CONTEXTS:
+        try:
+            compose_config([*context, *first_job(shlex.split(span))])
+            return
+        except Exception as error:  # noqa: BLE001 - Hydra's error for a key or value it refuses
+            errors.append(f"{context}: {error}")
+    raise AssertionError("\n".join(errors))
+
+
+def test_the_layout_names_every_runner_module_and_each_exists():
+    """README's Layout: the modules it names under `runner/` are runner's modules, all of them."""
+    layout = " ".join(readme_section("Layout").split())
+    runner_part = layout[layout.index("`runner/`"):layout.index("`models/`")]
+    named = {name for name in re.findall(r"`(\w+)`", runner_part)}
+    assert named == {p.stem for p in (ROOT / "runner").glob("*.py")} - {"__init__"}
+
+
+def test_every_module_gets_keras_from_runner_keras2():
+    """README's Layout: `keras2` is where every module gets Keras from (tf.keras on TF 2.6,
+    tf-keras on TF 2.21): no other module of runner/, models/ or data/ imports Keras itself."""
+    direct = re.compile(r"^\s*(import (keras|tf_keras)\b|from (keras|tf_keras)\b|from tensorflow import"
+                        r" keras\b)|\btf\.keras\b", re.M)
+    sources = [p for folder in ("runner", "models", "data") for p in (ROOT / folder).glob("*.py")]
+    offenders = [str(p.relative_to(ROOT)) for p in sources
+                 if p.name != "keras2.py" and direct.search(p.read_text())]
+    assert len(sources) > 30 and not offenders, offenders
+
+
+# README, "Two stacks": what `-m ascend_stack` holds, and what runs on the default stack only.
+ASCEND_SUBSET = {  # the README's words -> the test file that must be marked ascend_stack
+    "the fake-NPU runs": "test_fake_npu.py", "BiT through `hub.KerasLayer`": "test_bit.py",
+    "SIGTERM and resume": "test_resume.py", "SIGKILL and restart": "test_kill_anywhere.py",
+    "the run-folder lock": "test_run_folder.py", "the quickstart's path": "test_train.py",
+    "configs": "test_config.py", "data": "test_data.py", "models": "test_models.py",
+    "evaluate/predict/export": "test_after_training.py", "the bench": "test_bench.py",
+    "the Ascend scripts through the fake NPU": "test_ascend.py",
+    "the joblib and submitit_local launchers": "test_launchers.py",
+    "the speed switches": "test_speed_switches.py", "the docs' file names and commands": "test_docs.py",
+    "`tests/test_tracking.py` on both": "test_tracking.py",
+}
+DEFAULT_STACK_ONLY = {"Sweeps": "test_sweeps.py", "the CLI": "test_cli.py",
+                      "multi-worker tests": "test_devices.py"}
+
+
+def test_the_ascend_subset_is_what_the_readme_lists():
+    text = " ".join(README.read_text().split())
+    tests = ROOT / "tests"
+    for words, file in {**ASCEND_SUBSET, **DEFAULT_STACK_ONLY}.items():
+        assert words in text, words
+        marked = "pytest.mark.ascend_stack" in (tests / file).read_text()
+        assert marked == (file not in DEFAULT_STACK_ONLY.values()), file
+
+
+def test_ci_installs_mlflow_on_both_stacks():
+    """README: CI installs MLflow on both stacks (`requirements-dev.txt`,
+    `requirements-ascend-dev.txt`); that it runs tests/test_tracking.py on both is the marker above."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    for dev in ("requirements-dev.txt", "requirements-ascend-dev.txt"):
+        assert f"pip install -q -r {dev}" in ci, dev
+        assert "-r requirements-mlflow.txt" in (ROOT / dev).read_text().splitlines(), dev

@@ -229,3 +229,41 @@ def test_a_resumed_early_stopped_run_evaluates_the_best_epochs_weights(early_sto
     # The weights evaluated were best_weights.h5's, not last_weights.h5's (the last epoch's).
     assert evaluate_run(load_run(run_dir, "best"))["loss"] == pytest.approx(metrics["val_loss"], abs=1e-5)
     assert evaluate_run(load_run(run_dir, "last"))["loss"] != pytest.approx(metrics["val_loss"], abs=1e-3)
+
+
+def test_weights_are_written_beside_the_file_and_renamed_over_it(tmp_path):
+    """README: weights are written to `*.tmp.h5` and renamed, so a kill or a full disk mid-write
+    leaves the previous file whole: a reader of the previous file still reads all of it."""
+    import numpy as np
+
+    from runner.callbacks import AtomicModelCheckpoint
+    from runner.keras2 import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    final = tmp_path / "last_weights.h5"
+    checkpoint = AtomicModelCheckpoint(str(final), save_weights_only=True)
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {})
+    first = final.read_bytes()
+    with open(final, "rb") as previous:
+        model.set_weights([w + 1.0 for w in model.get_weights()])
+        checkpoint.on_epoch_end(1, {})
+        assert previous.read() == first  # replaced by a rename, not rewritten in place
+    assert [p.name for p in tmp_path.iterdir()] == ["last_weights.h5"]  # no .tmp.h5 left
+    expected = model.get_weights()
+    model.set_weights([np.zeros_like(w) for w in expected])
+    model.load_weights(str(final))
+    np.testing.assert_allclose(model.get_weights()[0], expected[0])
+
+
+def test_metrics_and_status_json_are_replaced_whole(tmp_path):
+    """README: metrics.json is written atomically; a reader sees the previous file or the new one."""
+    from runner.report import write_json_atomic
+
+    path = tmp_path / "metrics.json"
+    write_json_atomic(path, {"epochs_completed": 1})
+    with open(path) as previous:
+        write_json_atomic(path, {"epochs_completed": 2})
+        assert json.loads(previous.read()) == {"epochs_completed": 1}
+    assert json.loads(path.read_text()) == {"epochs_completed": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

@@ -212,4 +212,6 @@ def test_native_trains_under_a_mixed_policy_with_jit():
         keras.mixed_precision.set_global_policy("float32")
     assert np.all(np.isfinite(history.history["loss"]))
     assert tf.convert_to_tensor(logits).dtype == tf.float32
+    # README: the native backbone computes in the policy's dtype (a SavedModel's stays float32).
+    assert model.get_layer("resnet").compute_dtype == ("float16" if ON_ASCEND_STACK else "bfloat16")
     assert not np.array_equal(before, model.get_layer("resnet").weights[0])

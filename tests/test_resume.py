@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,13 +17,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from runner.errors import ConfigError, RunInterrupted
+from runner.report import read_history
 from runner.resume import (
     StopSignals,
     check_same_config,
     expand_resume_argument,
+    resume_command,
     trim_history,
 )
 from tests.conftest import compose_config, runner_env
+from tests.data_fixtures import write_image_folder
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
 
@@ -96,6 +100,7 @@ def test_sigterm_stops_cleanly_after_a_step_and_says_how_to_resume(stopped_and_r
     assert "Traceback" not in stopped["stderr"]
     assert f"resume with: python -m runner resume={run_dir}" in stopped["stderr"]
     assert stopped["status"]["status"] == "interrupted"
+    assert stopped["status"]["resume"] == resume_command(run_dir)  # README: with the resume command
     assert stopped["status"]["epochs_completed"] == 1
     assert [row["epoch"] for row in stopped["history"]] == ["0"]
 
@@ -163,8 +168,13 @@ def test_trim_history_keeps_the_epochs_the_backup_holds(tmp_path):
     write_history(history, 3)
     with open(history, "a") as f:
         f.write("3,0.2")  # a row cut short by a kill: no newline, but all fields here
-    trim_history(history, 2)
+    before = history.read_text()
+    with open(history) as reader:  # opened before the trim, as a reader or a kill might find it
+        trim_history(history, 2)
+        # README: rewritten atomically, i.e. a new file renamed over the old one, which stays whole
+        assert reader.read() == before
     assert history.read_text() == "epoch,loss\n0,1.0\n1,0.5\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
     trim_history(history, 0)  # a fresh start: nothing of the failed attempt stays
     assert not history.exists()
 
@@ -214,3 +224,45 @@ def test_first_signal_asks_to_stop_and_a_second_stops_at_once(signal_number, exi
             time.sleep(0.01)
         assert stop.value.exit_code == exit_code
     assert signal.getsignal(signal_number) == before
+
+
+def move_away_after_the_first_epoch(run_dir: Path, folder: Path, away: Path, done: threading.Event) -> None:
+    """Renames the image folder away once the run's first epoch is in history.csv: the next epoch,
+    which reads the files again (pipeline.cache=false), fails."""
+    while not done.is_set() and not read_history(run_dir):
+        time.sleep(0.01)
+    if not done.is_set():
+        folder.rename(away)
+
+
+@pytest.mark.slow
+def test_a_crashed_run_records_failed_and_resumes_from_its_last_epoch(tmp_path, resumable_run):
+    """README: an interrupted run (Ctrl-C, SIGTERM, a crash, SIGKILL) resumes from its last
+    completed epoch when started again; status.json says `failed`, with the reason. The crash is a
+    real one: the image files vanish during the second epoch, and come back for the restart."""
+    from runner.train import train
+
+    images, away, run_dir = tmp_path / "images", tmp_path / "away", tmp_path / "run"
+    write_image_folder(images, ("cat", "dog"), per_class=20, size=32)
+    overrides = [o for o in resumable_run if o != "dataset=digits"] + [
+        "dataset=image_folder", f"dataset.path={images}", "pipeline.cache=false"]
+    done = threading.Event()
+    watcher = threading.Thread(target=move_away_after_the_first_epoch, args=(run_dir, images, away, done))
+    watcher.start()
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - TensorFlow's error for the missing file
+            train(compose_config(overrides, run_dir))
+    finally:
+        done.set()
+        watcher.join()
+    failed = json.loads((run_dir / "status.json").read_text())
+    assert (failed["status"], failed["error"]) == ("failed", "NotFoundError"), failed
+    assert str(images) in failed["reason"] and "No such file" in failed["reason"]  # the cause, not
+    assert "\n" not in failed["reason"]  # TensorFlow's first line, "Graph execution error:"
+    assert [row["epoch"] for row in read_history(run_dir)] == [0]
+    away.rename(images)
+    metrics = train(compose_config(overrides, run_dir))
+    assert "resuming after epoch 1" in (run_dir / "train.log").read_text()
+    assert [row["epoch"] for row in read_history(run_dir)] == [0, 1]
+    assert metrics["optimizer_steps"] == 500  # 2 epochs x 250 steps: the first one's kept
+    assert metrics["wall_seconds"] > failed["wall_seconds"]  # the failed attempt's seconds count

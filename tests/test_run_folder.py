@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,9 @@ def test_a_lock_held_by_another_process_refuses_and_a_dead_ones_is_taken_over(tm
         assert lock_holder(tmp_path).pid == holder.pid
     finally:
         kill(holder)  # SIGKILL: the kernel releases its lock; its pid stays in the file
-    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == holder.pid
+    record = json.loads((tmp_path / LOCK_FILE).read_text())  # README: pid, host and start time
+    assert (record["pid"], record["host"]) == (holder.pid, socket.gethostname())
+    assert datetime.fromisoformat(record["since"]) <= datetime.now()
     assert lock_holder(tmp_path) is None
     with hold_run_folder(tmp_path):
         assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
@@ -102,6 +105,17 @@ def test_an_output_folder_that_cannot_be_written_is_one_paragraph(case, tmp_path
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
     assert f"Cannot write the output folder {folder}" in line and "hydra.run.dir=<" in line
+
+
+def test_a_sweep_folder_that_cannot_be_written_is_one_paragraph():
+    """README: hydra.sweep.dir too stops before Hydra creates the folder: one paragraph, exit 2."""
+    folder = Path("/proc/runner-test-sweep")
+    result = subprocess.run([sys.executable, "-m", "runner", "-m", "batch_size=16,32",
+                             f"hydra.sweep.dir={folder}"], capture_output=True, text=True,
+                            env=runner_env(), timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert f"Cannot write the output folder {folder}" in line and "hydra.sweep.dir=<" in line
 
 
 def test_train_refuses_an_output_dir_that_cannot_be_written(tmp_path, compose_cfg):
@@ -189,6 +203,10 @@ def test_a_sweep_beside_a_running_job_skips_it_and_says_so(held_job):
 
 
 def test_the_summary_shows_the_killed_job_as_interrupted_with_the_resume_command(held_job):
+    """README: runs killed outright leave status.json at `running` (pid, host); the summary shows
+    such a run, whose lock is free, as interrupted, with the pid that is gone and the command."""
+    left = json.loads((held_job["run_dir"] / "status.json").read_text())
+    assert (left["status"], left["pid"], left["host"]) == ("running", held_job["pid"], socket.gethostname())
     assert held_job["summarized"].returncode == 0, held_job["summarized"].stderr[-3000:]
     row = held_job["killed_rows"]["24"]
     assert row["status"] == "interrupted"

@@ -84,7 +84,8 @@ def test_the_run_folders_small_files_are_its_artifacts_and_weights_are_not(singl
     client, folder = single_runs["client"], single_runs["finished"]
     run_id = run_id_of(folder)
     top = {item.path for item in client.list_artifacts(run_id)}
-    assert {".hydra", "metrics.json", "history.csv", "env.json", "train.log", "checkpoints"} <= top
+    assert {".hydra", "metrics.json", "history.csv", "env.json", "status.json", "train.log",
+            "checkpoints"} <= top
     assert [item.path for item in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/labels.txt"]
     local = Path(client.download_artifacts(run_id, "metrics.json", str(folder.parent)))
     assert json.loads(local.read_text()) == single_runs["metrics"]
@@ -308,3 +309,67 @@ def test_each_trial_writes_its_overridden_keys_as_hparams(search):
         session = hparams_session(job / "tensorboard")
         assert {"model.learning_rate", "model", "dataset.image_size", "batch_size"} <= set(session["hparams"])
         assert set(session["metrics"]) >= {"val_accuracy", "val_loss"}
+
+
+# --- what README's Experiment tracking section says, checked on the runs above -------------
+
+def test_each_jobs_mlflow_run_is_tagged_with_its_overrides(search):
+    """README: tags `overrides` (the job's command-line overrides, as .hydra/overrides.yaml)."""
+    client = search["client"]
+    for job in job_folders(search["sweep_dir"]):
+        overrides = [str(item) for item in OmegaConf.load(job / ".hydra" / "overrides.yaml")]
+        assert client.get_run(run_id_of(job)).data.tags["overrides"] == " ".join(overrides)
+
+
+def test_log_weights_true_logs_the_weights_too(single_runs, toy_bit_run, tmp_path):
+    """README: the weights too with `logger.mlflow.log_weights=true` (a copy of the finished run
+    folder, reported as a new run of another experiment)."""
+    import shutil
+
+    folder = tmp_path / "with_weights"
+    shutil.copytree(single_runs["finished"], folder)
+    (folder / RUN_FILE).unlink()
+    cfg = compose_config([*toy_bit_run, BOTH_LOGGERS, f"logger.mlflow.tracking_uri={single_runs['uri']}",
+                          "logger.mlflow.log_weights=true", "logger.mlflow.experiment_name=weights"],
+                         folder)
+    start_tracking(cfg, folder).finish(folder)
+    listed = single_runs["client"].list_artifacts(run_id_of(folder), "checkpoints")
+    assert sorted(item.path for item in listed) == [
+        "checkpoints/best_weights.h5", "checkpoints/labels.txt", "checkpoints/last_weights.h5"]
+
+
+def test_the_default_store_is_relative_to_the_working_folder(tmp_path, monkeypatch):
+    """README: `sqlite:///outputs/mlflow.db`, relative to the working folder as `outputs/` is,
+    created on first use, artifacts in `outputs/mlartifacts/`."""
+    from runner.tracking import _experiment_id, connect, tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    default = compose_config(["logger=mlflow"]).logger.mlflow.tracking_uri
+    client = connect(default)
+    assert (tmp_path / "outputs" / "mlflow.db").is_file()
+    uri = tracking_uri(default)
+    assert uri == f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    experiment = client.get_experiment(_experiment_id(client, "runner", uri))
+    assert experiment.artifact_location == (tmp_path / "outputs" / "mlartifacts").as_uri()
+
+
+def test_tensorboard_has_the_per_epoch_scalars(single_runs):
+    """README: `tensorboard/` holds per-epoch scalars (Keras' train/ and validation/ logs)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for split in ("train", "validation"):
+        events = EventAccumulator(str(single_runs["finished"] / "tensorboard" / split),
+                                  size_guidance={"tensors": 0})
+        events.Reload()
+        for tag in ("epoch_loss", "epoch_accuracy"):
+            assert [event.step for event in events.Tensors(tag)] == [0, 1], (split, tag)
+
+
+def test_the_params_are_the_composed_config_flattened(single_runs):
+    """README: each run is an MLflow run with the composed config flattened as params."""
+    from runner.resume import flat_config
+
+    folder = single_runs["finished"]
+    params = single_runs["client"].get_run(run_id_of(folder)).data.params
+    composed = flat_config(OmegaConf.load(folder / ".hydra" / "config.yaml"))
+    assert params == {key: str(value) for key, value in composed.items()}

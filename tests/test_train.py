@@ -1,6 +1,8 @@
 """train(cfg) end to end on tiny real data: the run directory contract, per model and dataset."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -9,11 +11,13 @@ from runner.errors import ConfigError
 from runner.evaluate import evaluate_run
 from runner.keras2 import keras
 from runner.report import read_history
-from runner.train import progress_verbosity, train
+from runner.train import one_line, progress_verbosity, train
 from tests.conftest import ON_ASCEND_STACK, compose_config
 from tests.data_fixtures import write_image_folder, write_tfds_folder
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
+
+ROOT = Path(__file__).resolve().parent.parent
 
 METRIC_KEYS = {
     "val_accuracy", "val_loss", "train_accuracy", "train_loss", "epochs_completed",
@@ -43,8 +47,9 @@ def test_run_directory_holds_the_contract(quick_run):
     run_dir, metrics = quick_run
     for name in ("train.log", "history.csv", "metrics.json", "env.json", ".hydra/config.yaml",
                  "checkpoints/best_weights.h5", "checkpoints/last_weights.h5",
-                 "checkpoints/labels.txt"):
+                 "checkpoints/labels.txt", "checkpoints/resume_config.yaml", "run.lock"):
         assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert not (run_dir / "checkpoints" / "backup").exists()  # removed once training finished
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
@@ -72,11 +77,17 @@ def test_metrics_are_complete_and_consistent_with_history(quick_run):
 
 
 def test_log_has_step_and_epoch_lines_once_each(quick_run):
+    """README: per-step `epoch: E step: N ,loss: X ,accuracy: A ,time: T ,imgs/s: F` lines every
+    log_steps, one line per epoch, a closing `finished: ... imgs/s: F` line."""
     run_dir, _ = quick_run
     lines = (run_dir / "train.log").read_text().splitlines()
     step_lines = [line for line in lines if "step: " in line and ",loss: " in line]
     assert len(step_lines) == 15  # log_steps=1, 5 steps x 3 epochs
-    assert sum("epoch 3/3" in line for line in lines) == 1
+    step_line = re.compile(r"epoch: (\d) step: (\d) ,loss: [\d.]+ ,accuracy: [\d.]+ ,time: [\d.]+ "
+                           r",imgs/s: [\d.]+$")
+    steps = [step_line.search(line).groups() for line in step_lines]
+    assert steps == [(str(e), str(n)) for e in (1, 2, 3) for n in (1, 2, 3, 4, 5)]
+    assert [sum(f"epoch {e}/3 " in line for line in lines) for e in (1, 2, 3)] == [1, 1, 1]
     assert len(lines) == len(set(lines))  # one logger chain: no line written twice
     assert any("imgs/s:" in line and "finished" in line for line in lines)
 
@@ -87,6 +98,10 @@ def test_env_json_names_versions_and_device(quick_run):
     assert env["keras_api"]["version"].startswith("2.")  # Keras 2 on both stacks
     assert env["device"]["type"] == "cpu" and env["device"]["replicas"] == 1
     assert "git_commit" in env and env["python"].count(".") == 2
+    # README: versions of TFDS, TF-Hub and Hydra too; the project's git commit in a checkout.
+    assert all(env["packages"][name] for name in ("tensorflow-datasets", "tensorflow-hub", "hydra-core"))
+    if (ROOT / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}", env["git_commit"]), env["git_commit"]
 
 
 def test_checkpoints_are_keras2_hdf5_that_both_stacks_read(quick_run):
@@ -189,3 +204,12 @@ def test_early_stopping_stops_and_the_metrics_are_the_best_epochs(tmp_path, toy_
     # The toy's loss moves little between epochs: the best epoch's value, not the last's.
     to_best, to_last = (abs(metrics["val_loss"] - row["val_loss"]) for row in (best, rows[-1]))
     assert to_best < to_last
+
+
+def test_a_failure_reason_is_one_line_that_keeps_the_cause():
+    """status.json's `failed` reason (README): TensorFlow names the cause after its stack lines."""
+    message = "Graph execution error:\n\n" + "  File x.py, line 1\n" * 200 + "a.jpg; No such file"
+    reason = one_line(message)
+    assert "\n" not in reason and len(reason) <= 1005
+    assert reason.startswith("Graph execution error:") and reason.endswith("a.jpg; No such file")
+    assert one_line("short\n  message") == "short message"
