@@ -189,3 +189,28 @@ def test_early_stopping_stops_and_the_metrics_are_the_best_epochs(tmp_path, toy_
     # The toy's loss moves little between epochs: the best epoch's value, not the last's.
     to_best, to_last = (abs(metrics["val_loss"] - row["val_loss"]) for row in (best, rows[-1]))
     assert to_best < to_last
+    # docs/after_training.md: with early stopping, `evaluate` (best) reproduces metrics.json.
+    evaluated = evaluate_run(load_run(run_dir, "best"))
+    assert evaluated["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+    assert evaluated["loss"] == pytest.approx(metrics["val_loss"], rel=1e-4)
+
+
+def test_early_stopping_brings_the_best_weights_back_when_training_runs_to_the_end(tmp_path):
+    """docs/after_training.md: with early stopping, Keras restores the best weights at the end,
+    stopped early or not, on both stacks (Keras 2.6 itself does only when it stopped early)."""
+    import numpy as np
+
+    from runner.callbacks import ResumableEarlyStopping
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    early_stopping = ResumableEarlyStopping(tmp_path, tmp_path / "best_weights.h5", monitor="val_accuracy",
+                                            mode="max", patience=3, restore_best_weights=True)
+    early_stopping.set_model(model)
+    early_stopping.on_train_begin()
+    best = model.get_weights()
+    early_stopping.on_epoch_end(0, {"val_accuracy": 0.7})
+    model.set_weights([w + 1.0 for w in best])  # a worse last epoch; patience 3 is not used up
+    early_stopping.on_epoch_end(1, {"val_accuracy": 0.5})
+    early_stopping.on_train_end()
+    assert not model.stop_training
+    np.testing.assert_allclose(model.get_weights()[0], best[0])
