@@ -14,7 +14,7 @@ def policy_for(mode: str, device_type: str) -> str:
     """The Keras policy that best matches an NPU precision mode on this device.
 
     On a CPU the mixed policies fall back to float32: without bf16/fp16 hardware they run
-    several times slower (DESIGN.md section 5 measured mixed_bfloat16 7.8x slower here).
+    several times slower (docs/devices.md, Precision: the measured figures).
     """
     mode, device_type = str(mode), str(device_type)
     if mode in FLOAT32_MODES or device_type == "npu":
