@@ -141,6 +141,22 @@ def test_a_run_leaves_float32_behind_even_when_it_fails_early(tmp_path, toy_bit_
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
+@pytest.mark.skipif(ON_ASCEND_STACK, reason="TF 2.6 reads TF_DETERMINISTIC_OPS once, at start-up")
+def test_each_run_sets_op_determinism_afresh(tmp_path):
+    """docs/sweeps.md: jobs sharing a process (the basic launcher) get op determinism set afresh:
+    a deterministic=false run after a deterministic one turns it off. (This run stops at
+    device=gpu on a machine without a GPU, after the switch and before any data is read.)"""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU: the run would train")
+    tf.config.experimental.enable_op_determinism()
+    with pytest.raises(ConfigError, match="TensorFlow sees no GPU"):
+        train(compose_config(["device=gpu", "deterministic=false"], tmp_path / "run"))
+    assert not tf_config.is_op_determinism_enabled()
+
+
 class _Terminal:
     def isatty(self) -> bool:
         return True
