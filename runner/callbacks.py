@@ -191,6 +191,14 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best_weights = self.model.get_weights()
             self.model.set_weights(current)
 
+    def on_train_end(self, logs=None):
+        """The best epoch's weights come back when training ran to its last epoch too: tf-keras
+        2.21 does so, Keras 2.6 (the Ascend stack) only when it stopped training early, and the
+        final evaluation must score the same weights on both stacks."""
+        super().on_train_end(logs)
+        if self.restore_best_weights and self.best_weights is not None and not self.stopped_epoch:
+            self.model.set_weights(self.best_weights)
+
 
 class TrackEpochs(keras.callbacks.Callback):
     """Hands each finished epoch's metrics to the run's tracker (runner/tracking.py) at once, so a

@@ -9,7 +9,7 @@ import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from runner.checkpoint import LoadedRun, load_run, predict_outputs, to_probabili
 from runner.cli import Arguments, Tool, run_tool
 from runner.errors import ConfigError
 from runner.report import write_json_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TOOL = Tool(
     name="evaluate",
@@ -145,15 +148,15 @@ def write_per_class_tables(per_class: dict[str, dict], folder: Path) -> None:
     (folder / "per_class.md").write_text("\n".join(lines) + "\n")
 
 
-def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on training machines
-    import matplotlib.pyplot as plt
+def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str) -> "Figure":
+    """The confusion matrix as a picture: rows true, columns predicted; counts in the cells up to
+    MAX_ANNOTATED_CLASSES classes."""
+    from matplotlib.figure import Figure  # no pyplot: no display, no global figure state
 
     counts = np.array(matrix)
     side = max(4.0, 0.5 * len(class_names) + 2)
-    fig, ax = plt.subplots(figsize=(side, side))
+    fig = Figure(figsize=(side, side))
+    ax = fig.subplots()
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046)
     ticks = range(len(class_names))
@@ -167,8 +170,11 @@ def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path:
             colour = "white" if count > counts.max() / 2 else "black"
             ax.text(col, row, str(count), ha="center", va="center", color=colour)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path, title: str) -> None:
+    confusion_figure(matrix, class_names, title).savefig(path, dpi=100)
 
 
 def evaluate_run(run: LoadedRun, split: str = "val") -> dict[str, Any]:

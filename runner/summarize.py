@@ -16,13 +16,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.report import FINISHED, INTERRUPTED, RUNNING, current_status, read_history, read_metrics
 from runner.schema import direction
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +206,9 @@ def _learning_curves(ax: Any, jobs: Sequence[JobResult], keys: Sequence[str]) ->
         ax.legend(fontsize="x-small")
 
 
-def plot(jobs: Sequence[JobResult], path: Path) -> None:
-    """val accuracy and throughput against the swept values, and each job's learning curve."""
+def plot(jobs: Sequence[JobResult], path: Path) -> Figure:
+    """val accuracy and throughput against the swept values, and each job's learning curve (the
+    figure is returned too, for a reader that checks what it shows)."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
 
     keys = swept_keys(jobs)
@@ -215,6 +219,7 @@ def plot(jobs: Sequence[JobResult], path: Path) -> None:
     _learning_curves(curves, jobs, keys)
     figure.suptitle(f"{path.parent.name}: {sum(job.finished for job in jobs)}/{len(jobs)} finished")
     figure.savefig(path, dpi=100)
+    return figure
 
 
 def write_summary(sweep_dir: Path) -> list[JobResult]:

@@ -96,6 +96,16 @@ def test_best_checkpoint_matches_its_epoch_and_writes_the_report(bit_run):
     assert [r["class"] for r in rows] == ["dandelion", "daisy", "tulips", "sunflowers", "roses"]
     assert sum(int(r["support"]) for r in rows) == evaluated["examples"]
     assert np.array(evaluated["confusion_matrix"]).sum() == evaluated["examples"]
+    # docs/after_training.md: what eval/<split>/metrics.json holds; matrix rows are true classes.
+    written = json.loads((folder / "metrics.json").read_text())
+    assert set(written) == {"accuracy", "loss", "examples", "split", "split_spec", "checkpoint",
+                            "macro_avg", "per_class", "confusion_matrix"}
+    assert set(written["per_class"]["roses"]) == {"precision", "recall", "f1", "support"}
+    # The matrix's rows and columns follow checkpoints/labels.txt, as per_class.csv's rows do.
+    labels = (run_dir / "checkpoints" / "labels.txt").read_text().split()
+    assert [r["class"] for r in rows] == labels
+    supports = [written["per_class"][name]["support"] for name in labels]
+    assert np.array(written["confusion_matrix"]).sum(axis=1).tolist() == supports
     assert "| dandelion |" in (folder / "per_class.md").read_text()
 
 
@@ -108,12 +118,30 @@ def test_evaluate_command_reads_a_tfds_split_string(bit_run):
     assert "accuracy" in result.stdout and "train[:50%]" in result.stdout
 
 
+def test_split_train_is_the_runs_training_split(bit_run):
+    """docs/after_training.md: split=train is the run's training split (train[:85%] of the 60
+    images here), written to eval/train/."""
+    run_dir, _ = bit_run
+    evaluated = evaluate_run(load_run(run_dir), "train")
+    assert (evaluated["split_spec"], evaluated["examples"]) == ("train[:85%]", 51)
+    assert (run_dir / "eval" / "train" / "metrics.json").is_file()
+
+
+def test_a_tfds_split_string_gets_a_folder_name():
+    """docs/after_training.md: train[85%:] becomes eval/train_85pct/."""
+    from runner.evaluate import split_folder_name
+
+    assert split_folder_name("train[85%:]") == "train_85pct"
+
+
 def test_predict_uses_the_evaluation_preprocessing(bit_run, val_images):
     run = load_run(bit_run[0])
     from runner.checkpoint import to_probabilities
 
     evaluated = to_probabilities(predict_split(run, "val").outputs, from_logits=True)
-    np.testing.assert_allclose(predict_files(run, val_images), evaluated, rtol=1e-5, atol=1e-6)
+    predicted = predict_files(run, val_images)
+    np.testing.assert_allclose(predicted, evaluated, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predicted.sum(axis=1), 1.0, rtol=1e-5)  # BiT's logits: a softmax
 
 
 def test_predict_command_prints_top_k_per_image(bit_run, val_images):
@@ -124,6 +152,8 @@ def test_predict_command_prints_top_k_per_image(bit_run, val_images):
     assert [line["path"] for line in lines] == [str(p) for p in val_images]
     probabilities = [[c["probability"] for c in line["top_k"]] for line in lines]
     assert all(len(p) == 2 and p[0] >= p[1] for p in probabilities)
+    class_names = (run_dir / "checkpoints" / "labels.txt").read_text().split()
+    assert all(c["class"] in class_names for line in lines for c in line["top_k"])
     text = format_prediction(Prediction("a.png", [("roses", 0.75), ("daisy", 0.25)]), "text")
     assert text == "a.png\troses 0.7500\tdaisy 0.2500"
 
@@ -136,9 +166,12 @@ by_bytes = model.signatures["serving_default"](
     image_bytes=tf.constant([open(f, "rb").read() for f in files]))
 by_pixels = model.signatures["serve_images"](
     images=tf.stack([tf.io.decode_png(tf.io.read_file(f), channels=3) for f in files]))
+other_size = model.signatures["serve_images"](images=tf.zeros([2, 20, 30, 3], tf.uint8))
+loaded = sorted(m for m in ("runner", "tf_keras", "tensorflow_hub") if m in sys.modules)
 np.savez(sys.argv[2], bytes=by_bytes["probabilities"].numpy(),
-         pixels=by_pixels["probabilities"].numpy(), names=by_bytes["class_names"].numpy()[0],
-         top=by_bytes["top_class"].numpy())
+         pixels=by_pixels["probabilities"].numpy(), names=by_bytes["class_names"].numpy(),
+         top=by_bytes["top_class"].numpy(), other_size=other_size["probabilities"].numpy(),
+         loaded=np.array(loaded, dtype=str))
 """
 
 
@@ -152,10 +185,16 @@ def test_exported_savedmodel_predicts_as_the_checkpoint_in_a_fresh_process(bit_r
     )
     assert result.returncode == 0, result.stderr[-3000:]
     served = np.load(tmp_path / "p.npz", allow_pickle=True)
+    # docs/after_training.md: the SavedModel needs TensorFlow only (no runner, no Keras model
+    # code, no hub module); serve_images takes any H and W.
+    assert served["loaded"].tolist() == []
+    assert served["other_size"].shape == (2, len(run.class_names))
     expected = predict_files(run, val_images)  # softmax of the BiT logits, as served
     np.testing.assert_allclose(served["bytes"], expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(served["pixels"], expected, rtol=1e-5, atol=1e-6)
-    assert [n.decode() for n in served["names"]] == run.class_names
+    # class_names: [N, C], the names repeated on every row.
+    assert served["names"].shape == (len(val_images), len(run.class_names))
+    assert all([n.decode() for n in row] == run.class_names for row in served["names"])
     assert [t.decode() for t in served["top"]] == [run.class_names[i] for i in expected.argmax(1)]
     with pytest.raises(ConfigError, match="already exists"):
         export_run(run, out)
@@ -173,6 +212,23 @@ def test_a_run_directory_without_a_checkpoint_is_named(bit_run, tmp_path):
         load_run(tmp_path)
 
 
+def test_images_is_a_file_a_folder_searched_recursively_or_a_glob(tmp_path):
+    """docs/after_training.md: images= is a file, a folder (its .jpg .jpeg .png .gif .bmp files,
+    recursively, in name order) or a glob."""
+    from PIL import Image
+
+    from runner.predict import list_images
+
+    for name in ("b.png", "a.jpg", "sub/c.bmp", "sub/d.gif"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image, not listed")
+    folder = [p.relative_to(tmp_path).as_posix() for p in list_images(str(tmp_path))]
+    assert folder == ["a.jpg", "b.png", "sub/c.bmp", "sub/d.gif"]
+    assert list_images(str(tmp_path / "b.png")) == [tmp_path / "b.png"]
+    assert list_images(str(tmp_path / "*.png")) == [tmp_path / "b.png"]
+
+
 def test_a_file_that_is_not_an_image_is_named(bit_run, tmp_path):
     fake = tmp_path / "photo.jpg"
     fake.write_text("not an image")
@@ -188,9 +244,49 @@ def test_overrides_must_name_keys_the_run_has(bit_run):
         load_run_config(bit_run[0], ["dataset.no_such_key=1"])
 
 
+@pytest.mark.parametrize(("tool", "args", "named"), [
+    ("evaluate", ["run=/no/such/run"], "run='/no/such/run' does not exist"),
+    ("predict", ["run=/r", "images=x", "--top_k=3"], "'--top_k=3' is not an argument of runner.predict"),
+    ("export", ["out=/o"], "runner.export needs run=..."),
+])
+def test_a_bad_argument_or_missing_folder_is_one_paragraph_and_exit_2(tool, args, named):
+    """docs/after_training.md: a bad argument, a missing file or folder gives one paragraph on
+    stderr and exit code 2 (before TensorFlow is imported)."""
+    result = run_tool(tool, *args, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = error_lines(result)
+    assert named in line and not imports_tensorflow(result)
+
+
+def test_an_export_goes_to_an_empty_or_new_folder_only(tmp_path):
+    """docs/after_training.md: out= must not exist yet (or be empty); by default RUN/export/best/."""
+    from runner.export import check_out_dir, default_export_dir
+
+    assert default_export_dir(tmp_path, "best") == tmp_path / "export" / "best"
+    check_out_dir(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    check_out_dir(tmp_path / "empty")
+    (tmp_path / "empty" / "saved_model.pb").write_text("")
+    with pytest.raises(ConfigError, match="already exists"):
+        check_out_dir(tmp_path / "empty")
+
+
 def test_help_is_fast_and_names_the_options():
     for tool, option in (("evaluate", "split="), ("predict", "images="), ("export", "out=")):
         result = run_tool(tool, "--help", timeout=60)
         assert result.returncode == 0 and option in result.stdout
         assert not imports_tensorflow(result)
 
+
+
+@pytest.mark.parametrize(("classes", "annotated"), [(3, 9), (20, 400), (21, 0)])
+def test_confusion_matrix_counts_are_written_up_to_20_classes(classes, annotated, tmp_path):
+    """docs/after_training.md: confusion_matrix.png has the counts written in its cells up to 20
+    classes (more would not fit)."""
+    from runner.evaluate import confusion_figure, plot_confusion_matrix
+
+    matrix = np.eye(classes, dtype=int).tolist()
+    names = [f"class{i}" for i in range(classes)]
+    assert len(confusion_figure(matrix, names, "t").axes[0].texts) == annotated
+    plot_confusion_matrix(matrix, names, tmp_path / "c.png", "t")
+    assert (tmp_path / "c.png").read_bytes().startswith(PNG_SIGNATURE)

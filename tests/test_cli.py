@@ -1,6 +1,7 @@
 """`python -m runner` as a user runs it: real subprocesses, real exit codes, fast config commands."""
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -29,6 +30,16 @@ def test_a_real_run_writes_its_run_directory(tmp_path, toy_bit_run):
     overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
     assert "steps_per_epoch=3" in overrides
     assert (run_dir / ".hydra" / "hydra.yaml").is_file()
+    # docs/devices.md: device=cpu is TensorFlow's default strategy; the CPU trains in float32 and
+    # metrics.json records the policy.
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["device"]["strategy"] == "_DefaultDistributionStrategy"
+    assert metrics["precision_policy"] == "float32"
+    # docs/sweeps.md: the run held run.lock until its end (its pid and host stay in the file).
+    from runner.run_folder import lock_holder, read_holder
+
+    assert lock_holder(run_dir) is None
+    assert read_holder(run_dir).host == socket.gethostname()
 
 
 def test_cfg_job_and_help_do_not_import_tensorflow():
@@ -127,7 +138,9 @@ def test_a_run_whose_loss_becomes_nan_exits_1_and_records_failed(tmp_path, toy_b
     assert "Traceback" not in result.stderr
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "failed" and status["error"] == "RunFailed"
+    # docs/sweeps.md: the message names the learning rate and the batch size.
     assert "TerminateOnNaN" in status["reason"] and "model.learning_rate" in status["reason"]
+    assert "batch_size (now 16)" in status["reason"]
     assert not (run_dir / "metrics.json").exists()
 
 
@@ -143,6 +156,25 @@ def test_help_maps_every_ascend_flag_to_its_override_without_tensorflow():
     for flag in flags:
         assert f"--{flag}" in help_.stdout, flag
     assert "debug: auto_tune, dump, fusion_off, mixlist, none, overflow, profiling" in help_.stdout
+
+
+@pytest.mark.parametrize(("overrides", "environment", "named"), [
+    (["device.multi_worker=true"], {}, "needs TF_CONFIG"),
+    (["device.multi_worker=true"], {"TF_CONFIG": "{not json"}, "TF_CONFIG='{not json' is not a valid"),
+    (["device=npu", "device.num_devices=8"], {"RANK_SIZE": "8"}, "RANK_ID, RANK_TABLE_FILE are not set"),
+])
+def test_a_missing_or_bad_worker_variable_stops_before_tensorflow(tmp_path, overrides, environment, named):
+    """docs/devices.md: missing or inconsistent RANK_*/TF_CONFIG variables stop the run before
+    TensorFlow starts, naming the variable and the fix."""
+    env = {key: value for key, value in runner_env().items()
+           if key not in ("TF_CONFIG", "RANK_SIZE", "RANK_ID", "RANK_TABLE_FILE")}
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runner", *overrides,
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, env={**env, **environment}, timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert named in result.stderr and not imports_tensorflow(result)
 
 
 def test_npu_without_its_adapter_exits_non_zero_and_writes_no_metrics(tmp_path):

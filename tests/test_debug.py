@@ -15,12 +15,12 @@ def debug_cfg(overrides, tmp_path):
     return compose_config(overrides, tmp_path).debug
 
 
-def fit_a_small_model(callbacks, steps=4):
+def fit_a_small_model(callbacks, steps=4, epochs=1):
     """A few real Keras training steps (a Dense model: the tools, not DenseNet, are under test)."""
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     x, y = np.random.default_rng(0).random((8 * steps, 4)), np.zeros(8 * steps, np.int64)
-    model.fit(x, y, batch_size=8, epochs=1, callbacks=callbacks, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=epochs, callbacks=callbacks, verbose=0)
 
 
 def test_debug_options_compose_as_a_list_with_overrides(tmp_path):
@@ -44,11 +44,35 @@ def test_dump_writes_tfdbg_files_with_executions(tmp_path):
     assert list((tmp_path / "dump").glob("*.graph_execution_traces"))
 
 
+@pytest.mark.parametrize(("mode", "recorded"), [("output", "FULL_HEALTH"), ("input", "FULL_HEALTH"),
+                                               ("all", "FULL_TENSOR")])
+def test_dump_mode_picks_tensorflows_tensor_debug_mode(mode, recorded, tmp_path):
+    """docs/devices.md: debug.dump.mode=output/input -> FULL_HEALTH, all -> FULL_TENSOR (within
+    TensorFlow's buffer of the last 1000 executions), read back with TensorFlow's own reader."""
+    import inspect
+
+    from tensorflow.core.protobuf import debug_event_pb2
+    from tensorflow.python.debug.lib.debug_events_reader import DebugDataReader
+
+    cfg = debug_cfg(["debug=dump", f"debug.dump.path={tmp_path}/dump", f"debug.dump.mode={mode}"],
+                    tmp_path)
+    with tf_debug_tools(cfg, "cpu") as callbacks:
+        fit_a_small_model(callbacks, steps=1)
+    with DebugDataReader(str(tmp_path / "dump")) as reader:
+        reader.update()
+        modes = {trace.tensor_debug_mode for trace in reader.graph_execution_traces()}
+    assert modes == {debug_event_pb2.TensorDebugMode.Value(recorded)}
+    buffer = inspect.signature(tf.debugging.experimental.enable_dump_debug_info).parameters
+    assert buffer["circular_buffer_size"].default == 1000
+
+
 def test_overflow_stops_at_the_first_nan_and_is_off_afterwards(tmp_path):
+    """docs/devices.md: the first op producing NaN/Inf stops the run with its name."""
     cfg = debug_cfg(["debug=overflow"], tmp_path)
     with tf_debug_tools(cfg, "cpu"):
-        with pytest.raises(tf.errors.InvalidArgumentError, match="(?i)nan"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="(?i)nan") as raised:
             tf.math.log(tf.constant(-1.0))
+    assert '"Log"' in str(raised.value)
     assert np.isnan(tf.math.log(tf.constant(-1.0)).numpy())
 
 
@@ -58,7 +82,7 @@ def test_profiling_traces_the_step_range_into_the_profiling_path(tmp_path):
         "debug.profiling.num_steps=2",
     ], tmp_path)
     with tf_debug_tools(cfg, "cpu") as callbacks:
-        fit_a_small_model(callbacks)
+        fit_a_small_model(callbacks, steps=2, epochs=2)  # steps count from 1 across epochs
     assert callbacks[0].traced_steps == [2, 3] and not callbacks[0].active
     assert callbacks[0].step == 4  # the run went on, untraced
     assert list((tmp_path / "prof" / "plugins" / "profile").rglob("*.xplane.pb"))

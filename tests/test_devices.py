@@ -1,6 +1,7 @@
 """Devices other than the NPU: rank discovery, precision policies, GPUs, two CPU workers."""
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -20,21 +21,33 @@ def tf_config(workers, index, role="worker"):
     return json.dumps({"cluster": {"worker": workers}, "task": {"type": role, "index": index}})
 
 
-@pytest.mark.parametrize("device,mode,policy", [
-    ("cpu", "force_fp32", "float32"),
-    ("cpu", "allow_mix_precision", "float32"),  # no fp16/bf16 hardware: see docs/devices.md
-    ("cpu", "allow_mix_precision_bf16", "float32"),
-    ("gpu", "force_fp32", "float32"),
-    ("gpu", "must_keep_origin_dtype", "float32"),
-    ("gpu", "allow_mix_precision", "mixed_float16"),
-    ("gpu", "allow_fp32_to_fp16", "mixed_float16"),
-    ("gpu", "force_fp16", "mixed_float16"),
-    ("gpu", "allow_mix_precision_bf16", "mixed_bfloat16"),
-    ("gpu", "allow_fp32_to_bf16", "mixed_bfloat16"),
-    ("npu", "allow_mix_precision", "float32"),  # the NPU applies precision_mode itself
-])
-def test_precision_mode_to_keras_policy(device, mode, policy):
-    assert policy_for(mode, device) == policy
+# docs/devices.md's precision table, row by row: the modes and the Keras policy on a GPU.
+GPU_POLICY = {
+    "force_fp32": "float32", "must_keep_origin_dtype": "float32",
+    "allow_mix_precision": "mixed_float16", "allow_mix_precision_fp16": "mixed_float16",
+    "allow_fp32_to_fp16": "mixed_float16", "force_fp16": "mixed_float16",
+    "cube_fp16in_fp32out": "mixed_float16",
+    "allow_mix_precision_bf16": "mixed_bfloat16", "allow_fp32_to_bf16": "mixed_bfloat16",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(GPU_POLICY))
+def test_precision_mode_to_keras_policy(mode, caplog):
+    """On a GPU the nearest Keras policy; on the NPU float32 (the NPU applies precision_mode
+    itself); on a CPU float32, saying so in the log when the mode asks for less (no fp16/bf16
+    hardware: see docs/devices.md)."""
+    assert compose_config([f"precision={mode}"]).precision.mode == mode  # the group has the mode
+    assert policy_for(mode, "gpu") == GPU_POLICY[mode]
+    assert policy_for(mode, "npu") == "float32"
+    with caplog.at_level(logging.INFO, logger="runner.precision"):
+        assert policy_for(mode, "cpu") == "float32"
+    falls_back = f"precision={mode} falls back to float32 on the CPU" in caplog.text
+    assert falls_back == (GPU_POLICY[mode] != "float32")
+
+
+def test_gpu_memory_grows_unless_told_to_reserve_it():
+    """docs/devices.md: memory growth on by default (device.memory_growth=false reserves all)."""
+    assert compose_config(["device=gpu"]).device.memory_growth is True
 
 
 def test_tf_config_gives_rank_and_size(tmp_path, monkeypatch):
@@ -118,3 +131,5 @@ def test_two_workers_on_loopback_train_together(tmp_path, toy_bit_run):
     assert chief["train_loss"] == pytest.approx(other["train_loss"])  # one model, trained together
     assert (run_dir / "checkpoints" / "last_weights.h5").is_file()
     assert not list((run_dir / "rank_1").rglob("*_weights.h5"))
+    # docs/devices.md: every other rank writes its own train.log and history.csv in rank_<id>/.
+    assert (run_dir / "rank_1" / "train.log").is_file() and (run_dir / "rank_1" / "history.csv").is_file()

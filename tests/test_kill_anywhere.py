@@ -113,7 +113,8 @@ def killed_and_restarted(tmp_path_factory, toy_bit_run):
     for number, (moment, sign) in enumerate(moments):
         attempt = Attempt(run_dir, overrides, root / f"stderr_{number}.txt")
         attempt.kill_when(lambda a=attempt, s=sign: s(a))
-        seen[moment] = {"log": attempt.new_log(), "metrics": (run_dir / "metrics.json").exists()}
+        seen[moment] = {"log": attempt.new_log(), "metrics": (run_dir / "metrics.json").exists(),
+                        "seconds": (time.time_ns() - attempt.started_ns) / 1e9}
     last = Attempt(run_dir, overrides, root / "stderr_last.txt")
     assert last.finish() == 0, last.stderr_file.read_text()[-3000:]
     return run_dir, seen, last.stderr_file.read_text()
@@ -134,6 +135,12 @@ def test_metrics_are_valid_and_count_every_epoch_and_step_once(killed_and_restar
     assert "already holds a finished run" in last_stderr
     checkpoints = run_dir / "checkpoints"
     assert not (checkpoints / "backup").exists() and not list(checkpoints.glob("*.tmp.h5"))
+    # docs/sweeps.md: the attempt that wrote metrics.json resumed with no epoch left to train, so
+    # its images_per_sec is 0.0; and wall_seconds leaves out the attempts killed with SIGKILL (the
+    # first two), so it is at most that last attempt's own life.
+    assert metrics["images_per_sec"] == 0.0
+    last_writer = seen["as metrics.json appears: the final writes"]
+    assert 0 < metrics["wall_seconds"] <= last_writer["seconds"]
 
 
 def test_each_restart_took_over_the_killed_runs_folder(killed_and_restarted):

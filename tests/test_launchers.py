@@ -22,6 +22,10 @@ LAUNCHERS = {
     "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
 }
 JOBS = ["seed=1", "seed=2"]  # the folder names: seed is the one swept key
+# The launcher whose sweep also logs to MLflow (a local SQLite store): its jobs run in loky's pool
+# processes, the least direct way for the sweep's environment to reach a job. One launcher only:
+# MLflow costs each job process seconds of imports.
+TRACKED = "joblib"
 
 
 # submitit 1.5.4 cannot find its executors on Python 3.9; requirements-ascend.txt pins 1.5.3, so
@@ -36,12 +40,14 @@ def sweep(request, tmp_path_factory, toy_bit_run) -> dict:
         pytest.skip("submitit 1.5.4 fails on Python 3.9 (KeyError: 'submitit'): "
                     "pip install -r requirements-ascend.txt installs 1.5.3")
     sweep_dir = tmp_path_factory.mktemp(launcher) / "sweep"
+    uri = f"sqlite:///{sweep_dir.parent / 'mlflow.db'}"
+    tracking = ["logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={uri}"]
     result = subprocess.run(
         [sys.executable, "-m", "runner", "-m", *toy_bit_run, *LAUNCHERS[launcher], "seed=1,2",
-         f"hydra.sweep.dir={sweep_dir}"],
+         *(tracking if launcher == TRACKED else []), f"hydra.sweep.dir={sweep_dir}"],
         capture_output=True, text=True, env=runner_env(), timeout=600,
     )
-    return {"launcher": launcher, "result": result, "dir": sweep_dir}
+    return {"launcher": launcher, "result": result, "dir": sweep_dir, "uri": uri}
 
 
 def job_dir(sweep: dict, job: str) -> Path:
@@ -63,6 +69,38 @@ def test_the_jobs_ran_under_the_chosen_launcher(sweep):
         assert sweep["launcher"].replace("_local", "") in target.lower(), target
     if sweep["launcher"] == "submitit_local":  # submitit keeps each job's own process logs
         assert len(list((sweep["dir"] / ".submitit").glob("*/*_log.out"))) == 2
+
+
+def test_the_jobs_ran_at_once_each_in_a_process_of_its_own(sweep):
+    """docs/sweeps.md: joblib runs the jobs in parallel in a pool of worker processes,
+    submitit_local starts a fresh process per job, all at once. Each job's run.lock keeps the pid
+    of its process and when it took the folder: the second job took its folder before the first
+    one had written its metrics.json."""
+    from datetime import datetime
+
+    from runner.run_folder import read_holder
+
+    holders = [read_holder(job_dir(sweep, job)) for job in JOBS]
+    assert holders[0].pid != holders[1].pid
+    last_start = max(datetime.fromisoformat(holder.since).timestamp() for holder in holders)
+    first_end = min((job_dir(sweep, job) / "metrics.json").stat().st_mtime for job in JOBS)
+    assert last_start <= first_end
+
+
+def test_the_launcher_hands_the_sweeps_mlflow_run_to_its_jobs(sweep):
+    """docs/sweeps.md: the sweep is one MLflow parent run with a child run per job; its id reaches
+    the jobs through RUNNER_MLFLOW_PARENT_RUN_ID, which the launchers pass on to their job
+    processes (tests/test_tracking.py checks the basic launcher)."""
+    from mlflow.tracking import MlflowClient
+
+    if sweep["launcher"] != TRACKED:
+        pytest.skip(f"MLflow is checked with one launcher, {TRACKED}, to keep the tests short")
+    client = MlflowClient(tracking_uri=sweep["uri"])
+    parent = json.loads((sweep["dir"] / "mlflow_run.json").read_text())["run_id"]
+    for job in JOBS:
+        child = json.loads((job_dir(sweep, job) / "mlflow_run.json").read_text())["run_id"]
+        assert client.get_run(child).data.tags["mlflow.parentRunId"] == parent
+    assert client.get_run(parent).info.status == "FINISHED"
 
 
 def test_the_summary_lists_both_jobs(sweep):

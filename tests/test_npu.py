@@ -96,11 +96,22 @@ def test_mixlist_needs_allow_mix_precision(precision, tmp_path):
         check_config(cfg)
 
 
-def test_fusion_switch_file_must_exist_on_the_npu(tmp_path):
-    cfg = compose_config(
-        ["device=npu", "debug=fusion_off", f"debug.fusion_off.file={tmp_path}/nope.cfg"], tmp_path
-    )
-    with pytest.raises(ConfigError, match="nope.cfg, which is not a file"):
+def test_the_npu_gets_static_shapes_unless_told_otherwise(tmp_path):
+    """docs/devices.md: static shapes (drop_remainder) are on by default on the NPU only."""
+    from runner.train import static_shape
+
+    assert static_shape(compose_config(["device=npu"], tmp_path))
+    assert not static_shape(compose_config(["device=npu", "static_shape=false"], tmp_path))
+    assert not static_shape(compose_config([], tmp_path))
+
+
+@pytest.mark.parametrize("tool", ["fusion_off", "mixlist"])
+def test_the_fusion_switch_and_mixlist_files_must_exist_on_the_npu(tool, tmp_path):
+    """docs/devices.md: relative fusion_off/mixlist files are resolved against the working
+    directory and must exist."""
+    cfg = compose_config(["device=npu", "precision=allow_mix_precision", f"debug={tool}",
+                          f"debug.{tool}.file={tmp_path}/nope.cfg"], tmp_path)
+    with pytest.raises(ConfigError, match=f"debug.{tool}.file=.*nope.cfg, which is not a file"):
         check_config(cfg)
 
 
@@ -206,6 +217,29 @@ def test_an_option_the_adapter_refuses_is_a_config_error(fake_npu):
         _set_options(fake_npu.global_options(), {"auto_tune_mode": "RL,GA"})  # gone in current CANN
 
 
+# docs/devices.md: the precision modes that compute in float16, whose optimiser the runner wraps
+# in NpuLossScaleOptimizer; the others keep the optimiser as it is.
+LOSS_SCALED = {"allow_fp32_to_fp16", "force_fp16", "allow_mix_precision", "allow_mix_precision_fp16",
+               "cube_fp16in_fp32out"}
+
+
+@needs_ascend_stack
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_float16_modes_scale_the_loss_and_several_cards_wrap_that(precision, fake_npu, tmp_path):
+    """On several cards npu_distributed_keras_optimizer_wrapper goes around the loss-scale
+    optimiser (it patches apply_gradients on that instance)."""
+    from runner.keras2 import optimizers
+    from runner.npu import npu_optimizer
+
+    loss_scale = fake_npu.train.optimizer.NpuLossScaleOptimizer
+    for cards in (1, 2):
+        cfg = compose_config(["device=npu", f"precision={precision}", f"device.num_devices={cards}"],
+                             tmp_path)
+        optimizer = npu_optimizer(cfg, optimizers.SGD(0.1))
+        assert isinstance(optimizer, loss_scale) == (precision in LOSS_SCALED)
+        assert ("apply_gradients" in vars(optimizer)) == (cards == 2)
+
+
 NPU_RUN = [*TINY_RUN, "epochs=1", "steps_per_epoch=4", "steps_per_execution=2", "device=npu"]
 
 
@@ -241,6 +275,8 @@ def test_npu_run_opens_the_device_with_every_option_set_before(npu_run):
     }
     assert json.loads(options["profiling_options"]) == json.loads(profiling_json(run_dir / "profiling"))
     assert fake["loop_sizes"] == [2]
+    # docs/devices.md: dump, profiling and AOE folders exist before the device opens.
+    assert all((run_dir / name).is_dir() for name in ("dump", "profiling", "aoe"))
 
 
 @needs_ascend_stack
@@ -314,6 +350,8 @@ def test_each_card_writes_its_own_folder_and_only_rank_0_checkpoints(two_card_ru
     assert other["RankSize"] == 2
     assert (run_dir / "checkpoints" / "last_weights.h5").is_file()
     assert not list((run_dir / "rank_1").rglob("*_weights.h5"))
+    # docs/devices.md: every other rank writes its own train.log and history.csv in rank_<id>/.
+    assert (run_dir / "rank_1" / "train.log").is_file() and (run_dir / "rank_1" / "history.csv").is_file()
 
 
 @needs_ascend_stack

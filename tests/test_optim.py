@@ -77,3 +77,15 @@ def test_labels_are_one_hot_only_when_needed(tmp_path):
     assert uses_one_hot_labels(compose_config([], tmp_path).model)  # label smoothing 0.1
     assert not uses_one_hot_labels(compose_config(["model=bit"], tmp_path).model)
     assert uses_one_hot_labels(compose_config(["model=bit", "model.mixup_alpha=0.1"], tmp_path).model)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_optimisers_are_keras_2s_optimizer_v2_on_both_stacks(optimizer, tmp_path):
+    """docs/devices.md: the optimisers are Keras 2's OptimizerV2 family on both stacks
+    (keras.optimizers.legacy on tf-keras 2.21), the family npu_device's wrapper and loss-scale
+    optimiser patch."""
+    from runner.optim import build_optimizer
+
+    model = compose_config([f"model.optimizer={optimizer}"], tmp_path).model
+    ancestors = [cls.__name__ for cls in type(build_optimizer(model, 64)).__mro__]
+    assert "OptimizerV2" in ancestors

@@ -98,10 +98,15 @@ def test_sigterm_stops_cleanly_after_a_step_and_says_how_to_resume(stopped_and_r
     run_dir, stopped, _ = stopped_and_resumed
     assert stopped["returncode"] == 128 + signal.SIGTERM, stopped["stderr"][-3000:]
     assert "Traceback" not in stopped["stderr"]
-    assert f"resume with: python -m runner resume={run_dir}" in stopped["stderr"]
+    # docs/sweeps.md: the current step finishes, then the run stops, saying how to resume.
+    assert "SIGTERM received: stopping after the current step" in stopped["stderr"]
+    assert f"interrupted after 1 completed epoch(s); resume with: python -m runner resume={run_dir}" \
+        in stopped["stderr"]
+    # status.json: interrupted, with the epochs completed and the resume command.
     assert stopped["status"]["status"] == "interrupted"
     assert stopped["status"]["resume"] == resume_command(run_dir)  # README: with the resume command
     assert stopped["status"]["epochs_completed"] == 1
+    assert stopped["status"]["resume"] == f"python -m runner resume={run_dir}"
     assert [row["epoch"] for row in stopped["history"]] == ["0"]
 
 
@@ -124,9 +129,21 @@ def test_resumed_run_continues_from_its_last_epoch(stopped_and_resumed, resumabl
     assert earlier + attempt_at_least - 0.05 <= metrics["wall_seconds"]
     assert metrics["wall_seconds"] <= earlier + stopped["resumed_process_seconds"]
     assert metrics["train_loss"] == pytest.approx(float(rows[-1]["loss"]))
+    assert metrics["train_accuracy"] == pytest.approx(float(rows[-1]["accuracy"]))
     # resume=<dir> composed the run's own overrides again.
     assert OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") == resumable_run
     assert not (run_dir / "checkpoints" / "backup").exists()
+
+
+def test_the_best_checkpoint_is_the_best_of_every_attempt(stopped_and_resumed):
+    """docs/sweeps.md: the best checkpoint keeps the best val_accuracy of all attempts (the resumed
+    attempt's first epoch is saved only if it beats the stopped attempt's)."""
+    from runner.checkpoint import load_run
+    from runner.evaluate import evaluate_run
+
+    run_dir, _, _ = stopped_and_resumed
+    best = max(float(row["val_accuracy"]) for row in history_rows(run_dir))
+    assert evaluate_run(load_run(run_dir, "best"))["accuracy"] == pytest.approx(best, abs=1e-6)
 
 
 def write_history(path: Path, epochs: int) -> None:
@@ -182,7 +199,10 @@ def test_trim_history_keeps_the_epochs_the_backup_holds(tmp_path):
 def test_resuming_with_another_config_is_refused(tmp_path):
     saved = tmp_path / "resume_config.yaml"
     OmegaConf.save(compose_config(["batch_size=16"], tmp_path), saved, resolve=True)
+    # docs/sweeps.md: log_steps, logger and optimized_metric may change: they train nothing else.
     check_same_config(compose_config(["batch_size=16", "log_steps=3"], tmp_path), saved)
+    check_same_config(compose_config(["batch_size=16", "logger=mlflow"], tmp_path), saved)
+    check_same_config(compose_config(["batch_size=16", "optimized_metric=val_loss"], tmp_path), saved)
     with pytest.raises(ConfigError, match=r"batch_size: 16 -> 32.*resume="):
         check_same_config(compose_config(["batch_size=32"], tmp_path), saved)
 

@@ -163,6 +163,7 @@ def held_job(tmp_path_factory, toy_bit_run):
             assert time.monotonic() < deadline, "the run never said it was running"
             time.sleep(0.05)
         first.send_signal(signal.SIGSTOP)  # alive, holding the lock, writing nothing
+        running = read_status_of(run_dir)
         before = snapshot(run_dir)
         second = subprocess.run([*command, f"hydra.run.dir='{run_dir}'"], capture_output=True,
                                 text=True, env=runner_env(), timeout=120)
@@ -177,9 +178,16 @@ def held_job(tmp_path_factory, toy_bit_run):
         kill(first)
     summarized = subprocess.run([sys.executable, "-m", "runner.summarize", str(sweep_dir)],
                                 capture_output=True, text=True, env=runner_env(), timeout=120)
-    return {"run_dir": run_dir, "pid": first.pid, "second": second, "sweep": sweep,
+    return {"run_dir": run_dir, "pid": first.pid, "running": running, "second": second, "sweep": sweep,
             "unchanged": before == after, "held_rows": held_rows, "summarized": summarized,
             "killed_rows": summary_rows(sweep_dir)}
+
+
+def test_a_running_run_says_so_with_its_pid_and_host(held_job):
+    """docs/sweeps.md: status.json says `running` (with the pid and host) while a run trains."""
+    running = held_job["running"]
+    assert (running["status"], running["pid"], running["host"]) == (
+        "running", held_job["pid"], socket.gethostname())
 
 
 def test_a_second_process_on_a_held_folder_stops_at_once_naming_the_holder(held_job):
@@ -210,6 +218,6 @@ def test_the_summary_shows_the_killed_job_as_interrupted_with_the_resume_command
     assert held_job["summarized"].returncode == 0, held_job["summarized"].stderr[-3000:]
     row = held_job["killed_rows"]["24"]
     assert row["status"] == "interrupted"
-    assert f"pid {held_job['pid']}" in row["reason"]
+    assert f"pid {held_job['pid']} on {socket.gethostname()} is gone" in row["reason"]
     assert row["reason"].endswith(f"resume with: {resume_command(held_job['run_dir'])}")
     assert "| interrupted |" in held_job["summarized"].stdout

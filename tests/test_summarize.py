@@ -64,6 +64,8 @@ def test_summary_of_a_partial_sweep(tmp_path):
     assert rows[0]["overrides"] == "batch_size=32,epochs=5" and rows[0]["run_dir"] == "batch_size=32,epochs=5"
     assert float(rows[3]["val_accuracy"]) == 0.75 and float(rows[3]["images_per_sec"]) == 60.0
     assert rows[1]["reason"] == "ResourceExhaustedError: OOM" and rows[1]["val_accuracy"] == ""
+    # docs/sweeps.md: `best` marks the finished job with the highest val_accuracy by default.
+    assert [r["best"] for r in rows] == ["", "", "", "best", ""]
     assert "5 job(s): 2 finished, 3 not finished." in result.stdout
     assert "Best val_accuracy 0.7500: batch_size=64,epochs=15" in result.stdout
     assert (tmp_path / "summary.md").read_text() == result.stdout
@@ -73,3 +75,23 @@ def test_summary_of_a_partial_sweep(tmp_path):
 def test_a_folder_without_jobs_exits_2(tmp_path):
     result = summarize(tmp_path)
     assert result.returncode == 2 and "holds no job folders" in result.stderr
+
+
+def test_the_plot_shows_each_metric_against_the_first_swept_key_and_every_learning_curve(tmp_path):
+    """docs/sweeps.md: summary.png is val_accuracy and images_per_sec against the first swept key
+    (one line per value of the other swept keys), and each job's val_accuracy learning curve from
+    its history.csv."""
+    from runner.summarize import find_jobs, plot, read_job
+
+    for number, job in enumerate(JOBS):
+        write_job(tmp_path, number, *job)
+    figure = plot([read_job(run_dir) for run_dir in find_jobs(tmp_path)], tmp_path / "summary.png")
+    accuracy, speed, curves = figure.axes
+    for ax, metric in ((accuracy, "val_accuracy"), (speed, "images_per_sec")):
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("batch_size", metric)
+        # The finished jobs: batch_size=32,epochs=5 and batch_size=64,epochs=15, one line each.
+        lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+        values = {"val_accuracy": (0.5, 0.75), "images_per_sec": (40.0, 60.0)}[metric]
+        assert lines == {"epochs=5": [values[0]], "epochs=15": [values[1]]}
+    # One curve per job with a history: 5, 3 and 15 epochs (the failed job has none).
+    assert sorted(len(line.get_ydata()) for line in curves.get_lines()) == [3, 5, 15]

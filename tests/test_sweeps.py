@@ -3,6 +3,7 @@ and the search and cluster launcher configs. One real sweep is shared by the tes
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,7 @@ def test_each_job_gets_a_readable_folder_with_the_run_contract(sweep):
     for name in ("train.log", "history.csv", "metrics.json", "status.json", "env.json",
                  ".hydra/config.yaml", ".hydra/overrides.yaml", "checkpoints/best_weights.h5"):
         assert (finished / name).is_file(), name
+    assert list((finished / "tensorboard").rglob("events.out.tfevents.*"))
     assert read_json(finished / "status.json")["status"] == "finished"
 
 
@@ -67,9 +69,16 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on_then_exits_non_zero(swee
     assert result.returncode == 1, result.stderr[-3000:]
     assert "1 of 2 job(s) did not finish" in result.stdout  # Hydra's own log goes to stdout
     bad_job = job_folder(sweep_dir, "model.crop_size=40")
+    assert f"job {bad_job.name} failed: model.crop_size=40" in result.stdout  # the log names it
+    # docs/sweeps.md: status.json says failed, a one-line reason and the error's type.
     status = read_json(bad_job / "status.json")
-    assert status == {**status, "status": "failed", "error": "ConfigError"}
+    assert set(status) == {"status", "reason", "error", "wall_seconds"}
+    assert (status["status"], status["error"]) == ("failed", "ConfigError")
     assert "model.crop_size=40 must be positive and at most dataset.image_size=32" in status["reason"]
+    assert "\n" not in status["reason"]
+    # ... and its train.log has the message, without a traceback for bad input.
+    log = (bad_job / "train.log").read_text()
+    assert "run failed: model.crop_size=40" in log and "Traceback" not in log
     assert not (bad_job / "metrics.json").exists()
     assert "Traceback" not in result.stderr
 
@@ -78,19 +87,26 @@ def test_summary_rows_match_each_jobs_metrics(sweep):
     _, sweep_dir = sweep
     with open(sweep_dir / "summary.csv") as f:
         rows = list(csv.DictReader(f))
+    # docs/sweeps.md: one column per swept key, then these, in this order.
+    assert list(rows[0]) == [
+        "model.crop_size", "overrides", "status", "reason", "val_accuracy", "val_loss",
+        "images_per_sec", "wall_seconds", "epochs_completed", "run_dir", "best",
+    ]
     bad_job, finished = (job_folder(sweep_dir, f"model.crop_size={crop}") for crop in (40, 24))
     assert [row["run_dir"] for row in rows] == [bad_job.name, finished.name]
     assert [row["status"] for row in rows] == ["failed", "finished"]
     assert [row["overrides"] for row in rows] == ["model.crop_size=40", "model.crop_size=24"]
     assert rows[1]["model.crop_size"] == "24"
     metrics = read_json(finished / "metrics.json")
-    for column in ("val_accuracy", "val_loss", "images_per_sec", "wall_seconds"):
+    for column in ("val_accuracy", "val_loss", "images_per_sec", "wall_seconds", "epochs_completed"):
         assert float(rows[1][column]) == pytest.approx(metrics[column])
+    assert [row["best"] for row in rows] == ["", "best"]
     assert "at most dataset.image_size" in rows[0]["reason"] and rows[0]["val_accuracy"] == ""
     markdown = (sweep_dir / "summary.md").read_text()
     assert "2 job(s): 1 finished, 1 not finished." in markdown
     assert f"| model.crop_size=24 | finished | {metrics['val_accuracy']:.4f}" in markdown
     assert (sweep_dir / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (sweep_dir / "multirun.yaml").is_file()  # Hydra's record of the sweep, beside them
 
 
 def test_a_rerun_sweep_skips_finished_jobs_and_repeats_a_deterministic_run(
@@ -132,6 +148,12 @@ def test_optuna_search_goes_on_after_a_diverged_trial(tmp_path, toy_bit_run):
     assert rows["1e+30"]["status"] == "failed" and "loss became nan" in rows["1e+30"]["reason"]
     assert rows["0.01"]["status"] == "finished"
     assert best["best_value"] == pytest.approx(float(rows["0.01"]["val_accuracy"]))
+    # docs/sweeps.md: the failed trial returned None and Optuna recorded it as failed; the study
+    # is stored in <sweep folder>/optuna.db under the name `search`.
+    import optuna
+
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    assert sorted(trial.state.name for trial in study.trials) == ["COMPLETE", "FAIL"]
 
 
 def compose_with_hydra(overrides: list[str]):
@@ -150,18 +172,77 @@ def test_each_seed_of_a_seed_sweep_gets_its_own_folder():
     assert names == ["dataset=cats_vs_dogs,seed=1", "dataset=cats_vs_dogs,seed=2"]
 
 
+def test_the_folder_of_a_job_names_what_was_set_not_where_things_live():
+    """docs/sweeps.md: every override given on the command line is in the job's folder name,
+    swept or not, except output_dir, data and model paths, and the keys that only say where results
+    are reported and how a search judges them (logger..., optimized_metric, hparams_search)."""
+    overrides = [
+        "model=bit", "model.handle=/models/bit", "model.cache_dir=/cache", "dataset=cats_vs_dogs",
+        "dataset.data_dir=/data", "logger=mlflow", "logger.mlflow.tracking_uri=sqlite:///m.db",
+        "logger.mlflow.experiment_name=e", "optimized_metric=val_loss", "hparams_search=optuna",
+        "output_dir=/out", "batch_size=32",
+    ]
+    name = compose_with_hydra(overrides).hydra.job.override_dirname
+    assert name == "batch_size=32,dataset=cats_vs_dogs,model=bit"
+
+
+def test_the_sweep_folders_the_docs_show():
+    """docs/sweeps.md: `-m batch_size=32,64 epochs=5,15` runs 4 jobs, each in a folder named
+    after its overrides under hydra.sweep.dir, by default outputs/multirun/<date>/<time>."""
+    from itertools import product
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    swept = OverridesParser.create().parse_overrides(["batch_size=32,64", "epochs=5,15"])
+    jobs = list(product(*([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+                          for o in swept)))
+    folders = [compose_with_hydra(list(job)).hydra for job in jobs]
+    assert [f.job.override_dirname for f in folders] == [
+        "batch_size=32,epochs=5", "batch_size=32,epochs=15", "batch_size=64,epochs=5",
+        "batch_size=64,epochs=15",
+    ]
+    assert all(f.sweep.subdir == f.job.override_dirname for f in folders)
+    assert re.fullmatch(r"outputs/multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d-\d{6}", folders[0].sweep.dir)
+
+
+def test_the_run_writes_hydra_s_files_itself_and_joblib_has_a_worker_per_core():
+    """docs/sweeps.md: hydra.output_subdir is null (the run writes .hydra/ once it holds the lock);
+    joblib's pool has hydra.launcher.n_jobs workers, by default one per core (-1)."""
+    assert compose_with_hydra([]).hydra.output_subdir is None
+    launcher = compose_with_hydra(["hydra/launcher=joblib"]).hydra.launcher
+    assert launcher.n_jobs == -1 and launcher.prefer == "processes"
+
+
 def test_optuna_search_space_composes():
-    cfg = compose_with_hydra(["hparams_search=optuna"])
+    """docs/sweeps.md: TPE seeded by `seed`, the study `search` stored in <sweep folder>/optuna.db,
+    and the callback that continues a stored study (runner.search.ContinueStudy)."""
+    cfg = compose_with_hydra(["hparams_search=optuna", "hydra.sweep.dir=/sweeps/s"])
     assert cfg.hydra.sweeper.direction == "maximize"
     assert set(cfg.hydra.sweeper.params) == {"model.learning_rate", "batch_size"}
     assert cfg.hydra.callbacks.sweep_summary._target_ == "runner.summarize.SweepSummary"
+    assert cfg.hydra.sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    assert (cfg.hydra.sweeper.study_name, cfg.hydra.sweeper.storage) == (
+        "search", "sqlite:////sweeps/s/optuna.db")
+    assert cfg.hydra.callbacks.continue_study._target_ == "runner.search.ContinueStudy"
+
+
+def test_a_search_kept_in_memory_has_no_study_to_continue():
+    """docs/sweeps.md: hydra.sweeper.storage=null keeps the study in memory: nothing is loaded
+    and the sampler keeps `seed`."""
+    from runner.search import ContinueStudy
+
+    cfg = compose_with_hydra(["hparams_search=optuna", "hydra.sweeper.storage=null", "seed=7"])
+    ContinueStudy().on_multirun_start(cfg)
+    assert cfg.hydra.sweeper.sampler.seed == 7
 
 
 def test_slurm_launcher_config_composes():
     cfg = compose_with_hydra([
         "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
         "hydra.launcher.gpus_per_node=1", "hydra.launcher.timeout_min=240",
+        "hydra.launcher.max_num_timeout=3",  # docs/sweeps.md: requeue a job that hit its limit
     ])
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 240)
+    assert launcher.max_num_timeout == 3

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -255,10 +256,10 @@ def search(tmp_path_factory, toy_bit_run):
                "trials": trial_states(storage), "children": mlflow_children(client, parent_id),
                "parent": client.get_run(parent_id).info.status}
     process = start_search(sweep_dir, uri, toy_bit_run)
-    _, continued_stderr = process.communicate(timeout=600)
+    continued_stdout, continued_stderr = process.communicate(timeout=600)
     return {"sweep_dir": sweep_dir, "storage": storage, "client": client, "parent_id": parent_id,
             "stopped": stopped, "continued": {"returncode": process.returncode,
-                                              "stderr": continued_stderr}}
+                                              "stdout": continued_stdout, "stderr": continued_stderr}}
 
 
 def test_a_stopped_search_leaves_its_study_and_mlflow_runs_consistent(search):
@@ -280,6 +281,14 @@ def test_the_same_command_continues_the_study_and_reruns_the_stopped_trial(searc
     assert study.trials[3].params != study.trials[0].params  # new points, not the first draws
     assert study.direction.name == "MINIMIZE"  # optimized_metric=val_loss
     assert len(job_folders(search["sweep_dir"])) == 3
+    # docs/sweeps.md: the stopped trial's job folder resumes from its last epoch; the sampler's
+    # seed is seed (42) plus the trials stored (2, and the stopped one queued again); jobs are
+    # numbered from 0 again (the re-run trial's folder, then the new one's).
+    assert "resuming after epoch" in continued["stderr"]
+    assert "(3 trial(s) stored) with 2 new trial(s); sampler seed 45" in continued["stdout"]
+    numbers = sorted(OmegaConf.load(job / ".hydra/hydra.yaml").hydra.job.num
+                     for job in job_folders(search["sweep_dir"]))
+    assert numbers == [0, 0, 1]
 
 
 def test_the_resumed_trial_continues_its_own_mlflow_run(search):
@@ -289,6 +298,7 @@ def test_the_resumed_trial_continues_its_own_mlflow_run(search):
     for job in job_folders(search["sweep_dir"]):
         assert steps(client, run_id_of(job), "val_loss") == list(range(6)), job.name
     assert client.get_run(search["parent_id"]).info.status == "FINISHED"
+    assert run_id_of(search["sweep_dir"]) == search["parent_id"]  # the re-run sweep continued it
 
 
 def test_the_summary_marks_the_best_trial_by_the_optimized_metric(search):
@@ -373,3 +383,31 @@ def test_the_params_are_the_composed_config_flattened(single_runs):
     params = single_runs["client"].get_run(run_id_of(folder)).data.params
     composed = flat_config(OmegaConf.load(folder / ".hydra" / "config.yaml"))
     assert params == {key: str(value) for key, value in composed.items()}
+
+
+def test_a_sweep_with_a_job_that_did_not_finish_ends_its_parent_run_failed(tmp_path, monkeypatch):
+    """docs/sweeps.md: the sweep's parent run ends FINISHED when every job finished, else FAILED
+    (here one job finished and one failed, as their folders say), and its id reaches the jobs
+    through RUNNER_MLFLOW_PARENT_RUN_ID."""
+    from hydra import compose, initialize_config_dir
+
+    from runner.tracking import PARENT_RUN_ENV, MlflowSweep
+    from tests.conftest import CONF_DIR
+
+    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
+    sweep_dir, uri = tmp_path / "sweep", sqlite_uri(tmp_path)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        config = compose(config_name="config", return_hydra_config=True, overrides=[
+            "logger=mlflow", f"logger.mlflow.tracking_uri={uri}", f"hydra.sweep.dir={sweep_dir}"])
+    callback = MlflowSweep()
+    callback.on_multirun_start(config)
+    parent_id = run_id_of(sweep_dir)
+    assert os.environ[PARENT_RUN_ENV] == parent_id
+    for name, status in (("seed=1", "finished"), ("seed=2", "failed")):
+        (sweep_dir / name / ".hydra").mkdir(parents=True)
+        (sweep_dir / name / ".hydra" / "overrides.yaml").write_text(f"- {name}\n")
+        (sweep_dir / name / "status.json").write_text(json.dumps({"status": status}))
+    (sweep_dir / "seed=1" / "metrics.json").write_text(json.dumps({"val_accuracy": 0.5}))
+    callback.on_multirun_end(config)
+    assert MlflowClient(tracking_uri=uri).get_run(parent_id).info.status == "FAILED"
+    assert PARENT_RUN_ENV not in os.environ

@@ -156,6 +156,22 @@ def test_a_run_leaves_float32_behind_even_when_it_fails_early(tmp_path, toy_bit_
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
+@pytest.mark.skipif(ON_ASCEND_STACK, reason="TF 2.6 reads TF_DETERMINISTIC_OPS once, at start-up")
+def test_each_run_sets_op_determinism_afresh(tmp_path):
+    """docs/sweeps.md: jobs sharing a process (the basic launcher) get op determinism set afresh:
+    a deterministic=false run after a deterministic one turns it off. (This run stops at
+    device=gpu on a machine without a GPU, after the switch and before any data is read.)"""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU: the run would train")
+    tf.config.experimental.enable_op_determinism()
+    with pytest.raises(ConfigError, match="TensorFlow sees no GPU"):
+        train(compose_config(["device=gpu", "deterministic=false"], tmp_path / "run"))
+    assert not tf_config.is_op_determinism_enabled()
+
+
 class _Terminal:
     def isatty(self) -> bool:
         return True
@@ -190,20 +206,47 @@ def test_jit_compile_and_determinism_where_the_stack_has_them(monkeypatch):
 
 
 def test_early_stopping_stops_and_the_metrics_are_the_best_epochs(tmp_path, toy_bit_run):
-    """The toy backbone's validation accuracy barely moves: with patience 1 of 5 epochs, training
-    stops at the first epoch without a gain, brings back the best epoch's weights, and
-    metrics.json reports what those weights score."""
+    """At learning rate 3 the toy backbone's validation accuracy stays flat while its loss moves
+    (tests/test_kill_anywhere.py FLAT_VAL_ACCURACY): with patience 1 of 5 epochs, training stops
+    at the first epoch without a gain, brings back the best epoch's weights, and metrics.json
+    reports what those weights score."""
     overrides = [o for o in toy_bit_run if not o.startswith(("epochs=", "model.early_stopping"))]
     run_dir = tmp_path / "run"
-    metrics = train(compose_config([*overrides, "epochs=5", "model.early_stopping_patience=1"], run_dir))
+    metrics = train(compose_config([*overrides, "epochs=5", "model.early_stopping_patience=1",
+                                    "model.learning_rate=3"], run_dir))
     rows = read_history(run_dir)
     assert 2 <= len(rows) < 5 and metrics["epochs_completed"] == len(rows)
     best = max(rows, key=lambda row: row["val_accuracy"])  # the first of equals, as kept
     assert best is not rows[-1] and rows[-1]["val_accuracy"] <= best["val_accuracy"]
     assert metrics["val_accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
-    # The toy's loss moves little between epochs: the best epoch's value, not the last's.
+    # The best epoch's loss, not the last's (they differ by ~0.01).
     to_best, to_last = (abs(metrics["val_loss"] - row["val_loss"]) for row in (best, rows[-1]))
     assert to_best < to_last
+    # docs/after_training.md: with early stopping, `evaluate` (best) reproduces metrics.json.
+    evaluated = evaluate_run(load_run(run_dir, "best"))
+    assert evaluated["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+    assert evaluated["loss"] == pytest.approx(metrics["val_loss"], rel=1e-4)
+
+
+def test_early_stopping_brings_the_best_weights_back_when_training_runs_to_the_end(tmp_path):
+    """docs/after_training.md: with early stopping, Keras restores the best weights at the end,
+    stopped early or not, on both stacks (Keras 2.6 itself does only when it stopped early)."""
+    import numpy as np
+
+    from runner.callbacks import ResumableEarlyStopping
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    early_stopping = ResumableEarlyStopping(tmp_path, tmp_path / "best_weights.h5", monitor="val_accuracy",
+                                            mode="max", patience=3, restore_best_weights=True)
+    early_stopping.set_model(model)
+    early_stopping.on_train_begin()
+    best = model.get_weights()
+    early_stopping.on_epoch_end(0, {"val_accuracy": 0.7})
+    model.set_weights([w + 1.0 for w in best])  # a worse last epoch; patience 3 is not used up
+    early_stopping.on_epoch_end(1, {"val_accuracy": 0.5})
+    early_stopping.on_train_end()
+    assert not model.stop_training
+    np.testing.assert_allclose(model.get_weights()[0], best[0])
 
 
 def test_a_failure_reason_is_one_line_that_keeps_the_cause():
