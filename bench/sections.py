@@ -1,6 +1,7 @@
 """The five measurements of issue 6, one function each, returning table rows."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,25 +203,36 @@ VARIANTS = (  # (label, dtype policy, jit_compile, steps_per_execution)
 
 def precision_and_flops_rows(bench: Bench, recipe: str) -> list[Row]:
     cfg, side = _variant_config(bench, recipe)
-    rates = {}
+
+    def measure(policy: str, jit: bool, steps_per_execution: int) -> StepLogger:
+        return _variant_meter(bench, recipe, cfg, side, policy, jit, steps_per_execution)
+
+    rows, rates = variant_rows(recipe, f"{side} px, batch {cfg.batch_size}", measure, xla_skipped(bench))
+    return rows + flops_rows(bench, recipe, cfg, side, rates["float32"])
+
+
+def variant_rows(
+    recipe: str, sizes: str, measure: Callable[[str, bool, int], StepLogger], no_xla: str | None,
+) -> tuple[list[Row], dict[str, float]]:
+    """One row per VARIANTS entry, measured by measure(policy, jit_compile, steps_per_execution),
+    and the img/s of those that ran. XLA's row carries `no_xla` when set."""
+    rates: dict[str, float] = {}
     rows = []
-    no_xla = xla_skipped(bench)
     for label, policy, jit, steps_per_execution in VARIANTS:
         if jit and no_xla:
             rows.append(Row("3 precision/XLA", recipe, label, None, "img/s", no_xla))
             continue
         try:
-            meter = _variant_meter(bench, recipe, cfg, side, policy, jit, steps_per_execution)
-            rates[label] = meter.images_per_sec
+            rates[label] = measure(policy, jit, steps_per_execution).images_per_sec
         except Exception as error:  # a variant this model cannot run is a result, not a crash
             # e.g. TensorFlow 2.6 has no bfloat16 Conv2D for this CPU (the resizer's first conv)
             reason = f"failed: {type(error).__name__}: {_first_line(error)}"[:200]
             print(f"[bench] {recipe} {label}: {reason}", flush=True)
             rows.append(Row("3 precision/XLA", recipe, label, None, "img/s", reason))
             continue
-        note = f"{rates[label] / rates['float32']:.2f}x float32, {side} px, batch {cfg.batch_size}"
+        note = f"{rates[label] / rates['float32']:.2f}x float32, {sizes}"
         rows.append(Row("3 precision/XLA", recipe, label, rates[label], "img/s", note))
-    return rows + flops_rows(bench, recipe, cfg, side, rates["float32"])
+    return rows, rates
 
 
 def _first_line(error: Exception) -> str:
@@ -332,11 +344,17 @@ SWITCHES = (  # (label, overrides); thread pools are fixed once TensorFlow start
 )
 
 
+def switches_to_run(no_xla: str | None) -> tuple[list[tuple[str, list[str]]], list[Row]]:
+    """The switches this run measures, and the row saying why jit_compile=true is not one of them."""
+    switches = [(label, keys) for label, keys in SWITCHES if not (no_xla and "jit" in label)]
+    skipped = [Row("6 switches", "resizer", "jit_compile=true: speed-up", None, "ratio", no_xla)]
+    return switches, skipped if no_xla else []
+
+
 def switch_rows(bench: Bench) -> list[Row]:
     """Whole `python -m runner` quickstart runs per switch, alternating: wall time (XLA's compile
     and the evaluations included) and steady img/s, each against the defaults of its round."""
-    no_xla = xla_skipped(bench)
-    switches = [(label, keys) for label, keys in SWITCHES if not (no_xla and "jit" in label)]
+    switches, rows = switches_to_run(xla_skipped(bench))
     walls: dict[str, list[float]] = {label: [] for label, _ in switches}
     rates: dict[str, list[float]] = {label: [] for label, _ in switches}
     for _ in range(bench.size.rounds):
@@ -346,9 +364,6 @@ def switch_rows(bench: Bench) -> list[Row]:
             walls[label].append(wall)
             rates[label].append(rate)
     run = " ".join(bench.size.switch_run)
-    rows = []
-    if no_xla:
-        rows.append(Row("6 switches", "resizer", "jit_compile=true: speed-up", None, "ratio", no_xla))
     for label, _ in switches:
         rows.append(Row("6 switches", "resizer", f"{label}: wall", median(walls[label]), "s",
                         f"python -m runner {run}, launch to exit; steady img/s {median(rates[label]):.1f}"))

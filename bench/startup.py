@@ -61,12 +61,20 @@ def first_step_seconds(overrides: list[str], run_dir: Path) -> float:
     return (stamp - launched).total_seconds()
 
 
+def first_step_logged(log_text: str) -> datetime | None:
+    """When train.log's first-step line was logged (its `[YYYY-MM-DD HH:MM:SS,mmm]` stamp)."""
+    for line in log_text.splitlines():
+        if FIRST_STEP_MARK in line:
+            return datetime.strptime(line[1:24], LOG_TIME_FORMAT)
+    return None
+
+
 def _wait_for_first_step(log_file: Path, process: subprocess.Popen) -> datetime:
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
-        for line in log_file.read_text().splitlines() if log_file.is_file() else []:
-            if FIRST_STEP_MARK in line:
-                return datetime.strptime(line[1:24], LOG_TIME_FORMAT)
+        stamp = first_step_logged(log_file.read_text()) if log_file.is_file() else None
+        if stamp is not None:
+            return stamp
         if process.poll() is not None:
             raise RuntimeError(f"python -m runner exited ({process.returncode}) before its first step")
         time.sleep(0.05)

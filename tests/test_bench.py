@@ -7,28 +7,56 @@ exercised by `python -m bench --quick` by hand, not here.
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench import plain_keras
-from bench.__main__ import main
-from bench.fixtures import write_bit_savedmodel
-from bench.rates import fresh_session
-from bench.sections import Bench, break_even_steps, xla_skipped
-from bench.sizes import FULL, QUICK
+from bench.__main__ import DEFAULT_OUT, main
+from bench.fixtures import digits_in_memory, write_bit_savedmodel
+from bench.flops import (
+    FP32_FLOP_PER_CYCLE_AVX2_FMA,
+    TRAIN_FLOPS_PER_FORWARD,
+    cpu_clock_ghz,
+    usable_cores,
+)
+from bench.rates import fresh_session, model_step_rate, runner_model
+from bench.sections import (
+    SWITCHES,
+    VARIANTS,
+    Bench,
+    break_even_steps,
+    switches_to_run,
+    variant_rows,
+    xla_rows,
+    xla_skipped,
+)
+from bench.sizes import DEFAULT, FULL, QUICK
 from bench.stacks import compare, turn_order
+from bench.startup import first_step_logged
 from runner.keras2 import TF_VERSION, keras
+from tests.conftest import ON_ASCEND_STACK, compose_config
 
 pytestmark = pytest.mark.ascend_stack  # the bench runs on both stacks: CI checks it on both
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# The sections test_quick_bench_writes_its_table runs, as docs/performance.md's `--quick` line names them.
+QUICK_SECTIONS = {"throughput": "throughput", "pipeline": "pipeline", "precision": "precision/FLOP/s"}
+STEADY_STEPS = 3  # --steady-steps: one more than --quick's own 2
 
 
 @pytest.mark.slow
 def test_quick_bench_writes_its_table(tmp_path):
-    out, rows_json = tmp_path / "results.md", tmp_path / "rows.json"
+    out, rows_json, work = tmp_path / "results.md", tmp_path / "rows.json", tmp_path / "work"
+    launched = datetime.now()
     written = main([
-        "--quick", "--recipe", "bit", "--sections", "throughput", "pipeline", "precision",
-        "--out", str(out), "--json", str(rows_json), "--work-dir", str(tmp_path / "work"),
+        "--quick", "--recipe", "bit", "--sections", *QUICK_SECTIONS, "--rounds", "2",
+        "--steady-steps", str(STEADY_STEPS), "--out", str(out), "--json", str(rows_json),
+        "--work-dir", str(work),
     ])
     assert written == out
     text = out.read_text()
@@ -44,27 +72,126 @@ def test_quick_bench_writes_its_table(tmp_path):
     assert "| float32 + XLA | n/a | img/s | skipped: " in text  # a reason, not a crash
 
     rows = {row["measurement"]: row for row in json.loads(rows_json.read_text())["rows"]}
-    ratio = rows["runner / plain"]
-    assert ratio["value"] > 0 and len(ratio["rounds"]) == 1  # --quick: one measured round
-    assert ratio["value"] == pytest.approx(
-        rows["runner train(cfg)"]["value"] / rows["plain keras-io script"]["value"]
-    )
+    assert_throughput_is_the_median_of_per_round_ratios(rows)
+    assert_the_runner_ran_train_with_the_steps_asked(work)
+    assert_pipeline_headroom_is_first_pass_over_model(rows)
+    assert [label for label, *_ in VARIANTS] == [
+        row["measurement"] for row in rows.values() if row["section"] == "3 precision/XLA"
+    ]
+    assert_flops_are_three_forwards_against_the_fma_peak(rows)
+    # (5) start-up reads the first-step line of train.log: the runner's own line, parsed here
+    stamps = [first_step_logged(log.read_text()) for log in work.glob("runner-bit-*/run/train.log")]
+    assert stamps and all(stamp and launched <= stamp <= datetime.now() for stamp in stamps)
+
+
+def assert_throughput_is_the_median_of_per_round_ratios(rows: dict) -> None:
+    """docs/performance.md (1): alternating rounds, median of the per-round ratios (--rounds 2)."""
+    runner, plain, ratio = (rows[name] for name in ("runner train(cfg)", "plain keras-io script",
+                                                    "runner / plain"))
+    assert len(ratio["rounds"]) == 2
+    assert ratio["rounds"] == pytest.approx([r / p for r, p in zip(runner["rounds"], plain["rounds"])])
+    assert ratio["value"] == pytest.approx(float(np.median(ratio["rounds"])))
+
+
+def assert_the_runner_ran_train_with_the_steps_asked(work) -> None:
+    """One runner run folder per round, each fitting the warm-up steps plus --steady-steps."""
+    from omegaconf import OmegaConf
+
+    from runner.callbacks import WARMUP_STEPS
+
+    configs = [OmegaConf.load(path) for path in work.glob("runner-bit-*/run/.hydra/config.yaml")]
+    assert len(configs) == 2
+    assert all(cfg.steps_per_epoch == WARMUP_STEPS + STEADY_STEPS for cfg in configs)
+
+
+def assert_pipeline_headroom_is_first_pass_over_model(rows: dict) -> None:
+    """docs/performance.md (2): the pipeline's images/s against the model's (target: at least 3x)."""
+    headroom = rows["1st pass / model"]
+    decode, model = rows["pipeline, 1st pass (decodes)"]["value"], rows["model consumes"]["value"]
+    assert headroom["value"] == pytest.approx(decode / model)
+    assert headroom["note"].startswith("ok" if headroom["value"] >= 3 else "BELOW 3x")
+
+
+def assert_flops_are_three_forwards_against_the_fma_peak(rows: dict) -> None:
+    """docs/performance.md (4): 3 x the forward FLOPs times img/s, against cores x 32 FLOP/cycle
+    (two AVX2 FMA pipes: 2 x 8 float32 lanes x 2 FLOP) x clock."""
+    assert (TRAIN_FLOPS_PER_FORWARD, FP32_FLOP_PER_CYCLE_AVX2_FMA) == (3, 2 * 8 * 2)
+    forward, achieved = rows["forward GFLOP per image"]["value"], rows["achieved training GFLOP/s"]["value"]
+    assert achieved == pytest.approx(3 * forward * rows["float32"]["value"])
+    peak = usable_cores() * FP32_FLOP_PER_CYCLE_AVX2_FMA * cpu_clock_ghz()
+    assert rows["utilisation of FP32 peak"]["value"] == pytest.approx(100 * achieved / peak, rel=0.05)
+
+
+def test_the_docs_quick_line_names_the_sections_the_quick_test_runs():
+    """docs/performance.md: `python -m bench --quick`, "tests/test_bench.py runs its BiT recipe's
+    throughput, pipeline and precision/FLOP/s sections (XLA rows skipped)"."""
+    text = (ROOT / "docs" / "performance.md").read_text()
+    block = text.split("python -m bench --quick", 1)[1].split("\npython")[0]
+    comment = " ".join(block.replace("#", " ").split())
+    assert "tests/test_bench.py" in comment and "BiT" in comment and "(XLA rows skipped)" in comment
+    listed = comment.split("recipe's ", 1)[1].split(" sections", 1)[0]  # "a, b and c"
+    assert re.split(r", | and ", listed) == list(QUICK_SECTIONS.values())
+    assert not QUICK.xla  # the reason the XLA rows are skipped
 
 
 def test_bench_savedmodel_loads_as_a_tf_hub_layer_and_as_the_plain_scripts_backbone(tmp_path):
+    """docs/performance.md: the SavedModel is exported with TF-Hub's interface (`__call__`,
+    `variables`, `trainable_variables`); both sides load it, the plain script through
+    `keras.layers.TFSMLayer` on Keras 3 (the default stack) and `hub.KerasLayer(path)` on tf.keras 2.6."""
+    import tensorflow as tf
     import tensorflow_hub as hub
 
     path = write_bit_savedmodel(tmp_path / "backbone", "tiny")
+    loaded = tf.saved_model.load(str(path))
+    assert all(hasattr(loaded, name) for name in ("__call__", "variables", "trainable_variables"))
     images = np.zeros((2, 32, 32, 3), np.float32)
     runner_side = hub.KerasLayer(str(path), trainable=True)  # as models/bit.py loads it
     assert runner_side(images).shape == (2, 16)
     assert len(runner_side.trainable_weights) == 2  # the conv's kernel and bias: fine-tunable
 
+    assert plain_keras.KERAS_3 == (TF_VERSION >= (2, 16))  # what a user of this TensorFlow writes
     plain_side = plain_keras.frozen_savedmodel_layer(str(path))
     wrapper = plain_keras.layers.TFSMLayer if plain_keras.KERAS_3 else hub.KerasLayer
     assert isinstance(plain_side, wrapper)
     assert tuple(plain_side(images).shape) == (2, 16)
     assert not plain_side.trainable_weights  # keras-io trains the head only
+    if plain_keras.KERAS_3:  # "Keras 3 cannot hold `hub.KerasLayer`": why TFSMLayer
+        with pytest.raises(ValueError, match="keras.Layer"):
+            plain_keras.keras.Sequential([hub.KerasLayer(str(path))])
+
+
+def weight_shapes(model) -> list[tuple[int, ...]]:
+    return sorted(tuple(weight.shape) for weight in model.trainable_weights)
+
+
+def test_the_plain_bit_script_trains_the_runners_network(tmp_path):
+    """docs/performance.md: the plain script is "the same network": BiT's frozen backbone and
+    a head of the same shape (the bench's runner side: model.trainable_backbone=false)."""
+    bench = Bench(QUICK, tmp_path)
+    classes = 5
+    fresh_session()
+    runner_side = runner_model(bench.compose(bench.bit_keys(trainable=False)), classes, False, 1)
+    plain_side = plain_keras.bit_classifier(str(bench.bit_handle()), classes)
+    assert weight_shapes(runner_side) == weight_shapes(plain_side) == [(classes,), (16, classes)]
+
+
+def test_the_plain_resizer_script_trains_the_runners_network():
+    """docs/performance.md: "the same network". The bench's runner side (the quickstart recipe at
+    the size's side) and the plain script put the same learnable resizer, weight for weight, in
+    front of `keras.applications.DenseNet121(weights=None)` at half the side. (The whole models,
+    DenseNet included, were compared by hand on the default stack: 6,976,141 trainable weights
+    each, 2026-11-26; building DenseNet-121 twice would cost this test 13 s.)"""
+    from models.resizer import learnable_resizer
+    from runner.network import resizer_target_size
+
+    side = QUICK.resizer_side
+    model_cfg = compose_config(["dataset=digits", f"dataset.image_size={side}"]).model
+    target = resizer_target_size(model_cfg, side)
+    assert model_cfg.learnable_resizer and target == side // 2  # the plain script's target size
+    inputs = keras.Input((side, side, 3))
+    runner_side = keras.Model(inputs, learnable_resizer(
+        inputs, target, model_cfg.filters, model_cfg.num_res_blocks, model_cfg.interpolation))
+    assert weight_shapes(runner_side) == weight_shapes(plain_keras.learnable_resizer(target))
 
 
 def test_fresh_session_sets_the_policy_of_the_runners_keras_and_float32_for_the_plain_one():
@@ -81,6 +208,8 @@ def test_fresh_session_sets_the_policy_of_the_runners_keras_and_float32_for_the_
 
 
 def test_xla_rows_are_skipped_with_a_reason_where_they_cannot_run(tmp_path, capsys):
+    """docs/performance.md: on the Ascend stack the XLA rows (section 3's `float32 + XLA`, the
+    XLA A/B, the `jit_compile=true` switch) are skipped with the reason printed and in the table."""
     assert "--full" in xla_skipped(Bench(QUICK, tmp_path))
     reason = xla_skipped(Bench(FULL, tmp_path))
     if TF_VERSION >= (2, 8):
@@ -88,6 +217,65 @@ def test_xla_rows_are_skipped_with_a_reason_where_they_cannot_run(tmp_path, caps
     else:  # the Ascend stack: Model.compile has no jit_compile
         assert "jit_compile" in reason and "TensorFlow 2.8" in reason
     assert "[bench] XLA skipped:" in capsys.readouterr().out  # printed, not only in the table
+    # --full where it cannot run, else --quick: either skips before building anything
+    bench = Bench(FULL if reason else QUICK, tmp_path)
+    why = xla_skipped(bench)
+    assert [(row.measurement, row.value, row.note) for row in xla_rows(bench, "resizer")] == [
+        ("XLA on / off", None, why)]
+    switches, skipped = switches_to_run(why)
+    assert [label for label, _ in switches] == ["defaults", "threads.intra_op=1", "threads.inter_op=1"]
+    assert [(row.measurement, row.note) for row in skipped] == [("jit_compile=true: speed-up", why)]
+    assert switches_to_run(None) == ([(label, keys) for label, keys in SWITCHES], [])
+
+
+@pytest.mark.skipif(not ON_ASCEND_STACK, reason="TF 2.21 runs bfloat16 Conv2D on a CPU: no variant "
+                    "fails there (test_quick_bench_writes_its_table: every variant runs)")
+def test_a_precision_variant_the_stack_cannot_run_is_a_row_with_the_error(capsys):
+    """docs/performance.md: "A precision variant a stack cannot run is a row with the error, not a
+    crash: TF 2.6 has no bfloat16 `Conv2D` on this CPU" ("Missing 0-th output from node
+    .../Conv2D"). Section 3's loop over a small real convolutional model: its mixed_bfloat16 row
+    is that error, and the variants after it still run."""
+    images, labels = digits_in_memory(16)
+
+    def measure(policy: str, jit: bool, steps_per_execution: int):
+        fresh_session(policy)
+        try:
+            inputs = keras.Input((16, 16, 3))
+            features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+            model = keras.Model(inputs, keras.layers.Dense(10, dtype="float32")(features))
+            model.compile("sgd", "sparse_categorical_crossentropy", steps_per_execution=steps_per_execution)
+            data = tf_batches(images[:8], labels[:8])
+            return model_step_rate(model, data, 8, 2, steps_per_execution)
+        finally:
+            fresh_session()
+
+    rows, rates = variant_rows("conv", "16 px, batch 8", measure, "skipped: no XLA here")
+    notes = {row.measurement: row.note for row in rows}
+    failed = {label for label, note in notes.items() if note.startswith("failed:")}
+    assert failed == {"mixed_bfloat16"}, notes
+    error = r"failed: InternalError: Missing 0-th output from node \S*Conv2D"
+    assert re.match(error, notes["mixed_bfloat16"]), notes
+    assert "[bench] conv mixed_bfloat16: failed:" in capsys.readouterr().out
+    assert set(rates) == {label for label, *_ in VARIANTS} - failed - {"float32 + XLA"}
+    assert notes["float32 + XLA"] == "skipped: no XLA here"
+
+
+def tf_batches(images: np.ndarray, labels: np.ndarray):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensors((images, labels)).repeat()
+
+
+def test_the_sizes_and_switches_the_docs_describe():
+    """docs/performance.md: `python -m bench` is small sizes, 2 rounds, no XLA, and writes
+    bench/results.md unless --out; (6) compares `python -m runner epochs=2` with the defaults,
+    `jit_compile=true`, `threads.intra_op=1`, `threads.inter_op=1`."""
+    assert (DEFAULT.rounds, DEFAULT.xla, FULL.xla) == (2, False, True)
+    assert DEFAULT_OUT == ROOT / "bench" / "results.md"
+    assert FULL.switch_run == ("epochs=2",)
+    assert [label for label, _ in SWITCHES] == [
+        "defaults", "jit_compile=true", "threads.intra_op=1", "threads.inter_op=1"]
+    assert all(keys == ([] if label == "defaults" else [label]) for label, keys in SWITCHES)
 
 
 def test_stacks_pool_rounds_per_stack_and_compare_img_s_turn_by_turn():
@@ -117,6 +305,30 @@ def test_stacks_pool_rounds_per_stack_and_compare_img_s_turn_by_turn():
     assert "runner / plain: TF 2.6.5 / TF 2.21.0" not in rows  # ratios of ratios: not img/s
     assert not any("x" == row.measurement.split(": ")[-1] for row in rows.values())  # unmeasured
     assert turn_order(2, 0) == [0, 1] and turn_order(2, 1) == [1, 0]
+
+
+def test_the_quickstart_takes_115_steps():
+    """docs/performance.md: "the quickstart (115 steps, plus the evaluation step's own compile)
+    never earns [XLA's compile] back": 5 epochs of one pass over digits' training split."""
+    from runner.datasets import count_examples, load_source
+
+    cfg = compose_config([])
+    assert cfg.steps_per_epoch is None  # one pass over the split per epoch
+    examples = count_examples(load_source(cfg.dataset, cfg.seed).train)
+    assert cfg.epochs * -(-examples // cfg.batch_size) == 115
+
+
+def test_the_runners_shuffle_buffer_holds_every_split_the_bench_trains_on():
+    """docs/performance.md: the runner trains from memory, like the plain script, through
+    `pipeline.cache` and a shuffle buffer of 10,000 images (`data/pipeline.py`) that holds every
+    split the bench trains on: digits (1,797 images) and the recipes' JPEG folders."""
+    from sklearn.datasets import load_digits
+
+    from data.pipeline import PipelineSpec
+
+    buffer = PipelineSpec(image_size=1, batch_size=1, num_classes=1).shuffle_buffer
+    assert buffer == 10_000
+    assert buffer >= max(len(load_digits().target), *(s.pipeline_images for s in (QUICK, DEFAULT, FULL)))
 
 
 def test_break_even_counts_the_steps_that_pay_for_a_compile():
