@@ -12,6 +12,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -87,7 +88,8 @@ def train(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> dict[str, Any
         return _train_in_locked_folder(cfg, run_dir, hydra_cfg.overrides.task if hydra_cfg else ())
 
 
-def _train_in_locked_folder(cfg: DictConfig, run_dir: Path, task_overrides) -> dict[str, Any]:
+def _train_in_locked_folder(cfg: DictConfig, run_dir: Path,
+                            task_overrides: Sequence[str]) -> dict[str, Any]:
     handler = attach_log_file(run_dir)
     previous = read_status(run_dir) or {}
     if previous.get("status") == RUNNING:
