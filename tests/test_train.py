@@ -120,10 +120,15 @@ def test_best_checkpoint_rebuilds_from_the_runs_own_config(quick_run):
     """best_weights.h5 in the network the run's .hydra/config.yaml describes scores exactly what
     the best epoch's row of history.csv says (the first of equal val_accuracy, as it was saved)."""
     run_dir, _ = quick_run
-    best_epoch = max(read_history(run_dir), key=lambda row: row["val_accuracy"])
+    assert_best_checkpoint_scores(run_dir, max(read_history(run_dir), key=lambda row: row["val_accuracy"]))
+
+
+def assert_best_checkpoint_scores(run_dir: Path, expected: dict[str, float]) -> None:
+    """best_weights.h5, rebuilt from the run's own config, scores `expected`'s val_accuracy and
+    val_loss on the validation split (a history row, or metrics.json)."""
     evaluated = evaluate_run(load_run(run_dir, "best"))
-    assert evaluated["accuracy"] == pytest.approx(best_epoch["val_accuracy"], abs=1e-6)
-    assert evaluated["loss"] == pytest.approx(best_epoch["val_loss"], rel=1e-4)
+    assert evaluated["accuracy"] == pytest.approx(expected["val_accuracy"], abs=1e-6)
+    assert evaluated["loss"] == pytest.approx(expected["val_loss"], rel=1e-4)
 
 
 def test_a_finished_run_directory_is_not_trained_again(quick_run):
@@ -223,9 +228,7 @@ def test_early_stopping_stops_and_the_metrics_are_the_best_epochs(tmp_path, toy_
     to_best, to_last = (abs(metrics["val_loss"] - row["val_loss"]) for row in (best, rows[-1]))
     assert to_best < to_last
     # docs/after_training.md: with early stopping, `evaluate` (best) reproduces metrics.json.
-    evaluated = evaluate_run(load_run(run_dir, "best"))
-    assert evaluated["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-6)
-    assert evaluated["loss"] == pytest.approx(metrics["val_loss"], rel=1e-4)
+    assert_best_checkpoint_scores(run_dir, metrics)
 
 
 def test_early_stopping_brings_the_best_weights_back_when_training_runs_to_the_end(tmp_path):
