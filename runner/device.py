@@ -7,22 +7,36 @@ from typing import Any
 import tensorflow as tf
 
 from runner.errors import ConfigError
+from runner.keras2 import set_op_determinism, set_random_seed
 
 log = logging.getLogger(__name__)
 
 
-def build_strategy(cfg: Any) -> tf.distribute.Strategy:
-    """cpu: the default strategy; gpu: every visible GPU mirrored; npu: the opened Ascend device.
+def set_up_device(cfg: Any) -> tf.distribute.Strategy:
+    """The device's strategy, then what TensorFlow keeps on its eager context: thread pools,
+    the global seed and op determinism.
 
+    cpu: the default strategy; gpu: every visible GPU mirrored; npu: the opened Ascend device.
     device.multi_worker: MultiWorkerMirroredStrategy over the workers TF_CONFIG names (each
     worker's CPU or all its GPUs). Takes the whole config: the NPU's options (precision, debug)
-    must be set before the device opens.
+    must be set before the device opens. npu_device.open() installs an eager context of its own,
+    which drops what was set on the one before: on the NPU the seed and determinism are set after
+    it, and the thread pools inside runner/npu.py, on the context open() keeps.
     """
     device_cfg = cfg.device
     if device_cfg.type == "npu":
         from runner.npu import open_npu
 
-        return open_npu(cfg)
+        strategy = open_npu(cfg)
+    else:
+        configure_threads(cfg.threads)  # before TensorFlow's first op
+        strategy = _gpu_or_cpu_strategy(device_cfg)
+    set_random_seed(cfg.seed)
+    set_op_determinism(cfg.deterministic)
+    return strategy
+
+
+def _gpu_or_cpu_strategy(device_cfg: Any) -> tf.distribute.Strategy:
     if device_cfg.type == "gpu":
         _enable_memory_growth(device_cfg.memory_growth)
     if device_cfg.multi_worker:
@@ -55,7 +69,8 @@ def describe_devices(strategy: tf.distribute.Strategy, device_type: str) -> dict
 
 
 def configure_threads(threads_cfg: Any) -> None:
-    """threads.intra_op / inter_op, where set. TensorFlow accepts them only before its first op."""
+    """threads.intra_op / inter_op, where set, on the current eager context. TensorFlow accepts
+    them only until the context initialises (at its first op)."""
     if threads_cfg.intra_op is not None:
         tf.config.threading.set_intra_op_parallelism_threads(threads_cfg.intra_op)
     if threads_cfg.inter_op is not None:

@@ -10,6 +10,8 @@ once, when the device opens, and silently ignores later changes. Then:
   must be fed as many batches);
 - precision modes that compute in float16 train through `NpuLossScaleOptimizer` (dynamic loss
   scaling from the device's overflow status);
+- TensorFlow's eager context is the adapter's from open() on: the global seed and op determinism
+  are set after it (runner/device.py), thread pools on that context before it (below);
 - multi-card runs (device.num_devices>1, one process per card) shard the training data, all-reduce
   the gradients and broadcast the initial weights through `npu_device.distribute`, as the Ascend
   multi-card scripts do.
@@ -26,6 +28,7 @@ from typing import Any
 import tensorflow as tf
 
 from runner.debug import npu_debug_options
+from runner.device import configure_threads
 from runner.errors import ConfigError
 from runner.keras2 import STACK, keras, optimizers
 
@@ -77,11 +80,35 @@ def open_npu(cfg: Any) -> tf.distribute.Strategy:
     options = npu_options(cfg)
     _make_output_folders(options)
     _set_options(npu_device.global_options(), options)
+    _thread_pools_on_the_npu_context(npu_device, cfg.threads)
     # device.id null: the adapter reads $ASCEND_DEVICE_ID (0 when unset), as the Ascend scripts do.
     npu_device.open(device_id=cfg.device.id).as_default()
     npu_device.set_npu_loop_size(cfg.steps_per_execution)
     log.info("npu_device opened (device.id=%s) with options %s", cfg.device.id, options)
     return tf.distribute.get_strategy()
+
+
+def _thread_pools_on_the_npu_context(npu_device: Any, threads_cfg: Any) -> None:
+    """threads.* on the NPU. open() replaces TensorFlow's eager context with a new, initialised
+    one of the adapter's class (npu_device.npu_device._ContextWithDefaultDevice), unless the
+    current context already is one, and a context's thread pools are fixed when it initialises:
+    pools set before open() are lost, and after it they cannot be set. So, when threads.* are set,
+    the runner installs that context itself, with the pools set, before open()."""
+    if threads_cfg.intra_op is None and threads_cfg.inter_op is None:
+        return
+    from tensorflow.python.eager import context
+
+    context_class = getattr(npu_device.npu_device, "_ContextWithDefaultDevice", None)
+    if context_class is None:
+        raise ConfigError(
+            "threads.intra_op/threads.inter_op on device=npu: this CANN adapter has no "
+            "npu_device.npu_device._ContextWithDefaultDevice, so the runner cannot set thread pools "
+            "that survive npu_device.open(). Leave threads.* unset (null) on the NPU, or update CANN."
+        )
+    if not isinstance(context.context(), context_class):
+        context._set_context(context_class())
+    configure_threads(threads_cfg)
+    context.ensure_initialized()  # open() hands the initialised context to the device
 
 
 def _make_output_folders(options: dict[str, Any]) -> None:

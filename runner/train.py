@@ -369,15 +369,12 @@ def _figures(cfg: DictConfig, metrics: dict[str, Any], step_logger, console, ran
 def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock,
                     tracker: NoTracker) -> dict[str, Any]:
     from runner.debug import tf_debug_tools
-    from runner.device import build_strategy, configure_threads, describe_devices
-    from runner.keras2 import keras_api, set_op_determinism, set_random_seed
+    from runner.device import describe_devices, set_up_device
+    from runner.keras2 import keras_api
     from runner.precision import apply_precision
 
-    configure_threads(cfg.threads)
-    set_random_seed(cfg.seed)
-    set_op_determinism(cfg.deterministic)
     _prepare_resume(cfg, run_dir)
-    strategy = build_strategy(cfg)  # on the NPU: precision and debug options, then open
+    strategy = set_up_device(cfg)  # also threads, seed, determinism; on the NPU after its options
     policy = apply_precision(cfg.precision.mode, cfg.device.type)
     device = describe_devices(strategy, cfg.device.type)
     write_json_atomic(run_dir / "env.json", environment(device, keras_api()))

@@ -129,6 +129,8 @@ def fake_npu_installed(env: dict[str, str] | None = None):
             npu_device._fake.reset()  # after the environment is set: it reads NPU_LOOP_SIZE
             yield npu_device
         finally:
+            if "npu_device" in sys.modules:  # TensorFlow's own context and functions back
+                sys.modules["npu_device"]._fake.reset()
             forget_npu_device()
 
 

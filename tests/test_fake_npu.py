@@ -21,13 +21,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import FAKE_NPU_DIR, fake_npu_installed
+
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
 
-FAKE_NPU_DIR = Path(__file__).resolve().parent / "fake_npu"
-NPU_ENV = (
-    "ASCEND_DEVICE_ID", "RANK_SIZE", "RANK_ID", "RANK_TABLE_FILE", "CM_WORKER_SIZE", "CM_CHIEF_IP",
-    "CM_CHIEF_PORT", "CM_CHIEF_DEVICE", "CM_WORKER_IP", "NPU_LOOP_SIZE", "GE_USE_STATIC_MEMORY",
-)
 
 
 def _major_minor(version: str) -> tuple[int, int]:
@@ -40,29 +37,15 @@ KERAS_VERSION = _major_minor(getattr(tf.keras, "__version__", "3.0"))
 FAKE_IMPORTS = KERAS_VERSION < (2, 9)  # Keras 2.9 dropped mixed_precision.experimental
 
 
-def _forget_npu_device() -> None:
-    for name in [m for m in sys.modules if m == "npu_device" or m.startswith("npu_device.")]:
-        del sys.modules[name]
-
-
 @pytest.fixture
-def npu(monkeypatch):
+def npu():
     """The fake, imported afresh as a new process would, with no NPU environment variables set.
 
     Every test but the import-failure one uses it, so they all skip where the fake cannot import."""
     if not FAKE_IMPORTS:
         pytest.skip(f"npu_device (and its fake) import only with Keras <= 2.8, not {tf.keras.__version__}")
-    monkeypatch.syspath_prepend(str(FAKE_NPU_DIR))
-    for name in NPU_ENV:
-        monkeypatch.delenv(name, raising=False)
-    _forget_npu_device()
-    try:
-        import npu_device
-
-        npu_device._fake.reset()
+    with fake_npu_installed() as npu_device:
         yield npu_device
-    finally:
-        _forget_npu_device()
 
 
 def cluster_env(monkeypatch, tmp_path, size=2, rank=1):
@@ -448,17 +431,11 @@ def test_a_graph_engine_failure_is_a_runtime_error(npu):
 
 
 def test_the_handle_api(npu):
-    from tensorflow.python.eager import context
-
-    tf_context, tf_function = context.context(), tf.function
     handle = npu.open()
     assert npu.npu_device.global_npu_ctx() is None and npu._fake.state.npu_ctx is None
     assert handle.as_default() is handle
     assert npu.npu_device.global_npu_ctx() is handle
-    assert context.context() is tf_context and tf.function is tf_function  # nothing patched
     assert npu._fake.state.as_default_effects == {
-        "tf_function_jit_compile_forced_off": True, "nested_tf_functions_inlined": True,
-        "tf_device_ignored": True, "py_function_on_cpu": True,
         "default_device": "/job:localhost/replica:0/task:0/device:NPU:0",
         "graph_engine_warmup": False, "dropout_replaced": True,  # TF 2.6.5
     }
@@ -471,6 +448,59 @@ def test_the_handle_api(npu):
     handle.workers_num, handle.worker_id = 1, 0
     assert not handle.is_cluster_worker()
     assert [call.name for call in npu._fake.state.calls] == ["open", "as_default", "scope"]
+
+
+def _seeded_draw() -> list[float]:
+    return tf.random.uniform([3]).numpy().tolist()
+
+
+def test_open_installs_a_new_eager_context_so_earlier_settings_are_gone(npu):
+    """As the real open(): a new, initialised context; the seed and thread pools set before are
+    lost, and thread pools can no longer be set (TensorFlow fixes them when a context starts)."""
+    from tensorflow.python.eager import context
+
+    before = context.context()
+    tf.random.set_seed(42)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    npu.open()
+    assert context.context() is not before
+    assert tf.config.threading.get_intra_op_parallelism_threads() == 0
+    with pytest.raises(RuntimeError, match="cannot be modified after initialization"):
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    unseeded = _seeded_draw()
+    tf.random.set_seed(42)  # after open(): it holds
+    seeded = _seeded_draw()
+    assert npu.open() is npu._fake.state.opened and context.context() is not before  # kept once open
+    npu._fake.reset()
+    assert context.context() is before
+    npu.open()
+    tf.random.set_seed(42)
+    assert _seeded_draw() == seeded != unseeded
+
+
+def test_as_default_rebinds_tf_function_ignores_tf_device_and_inlines_nested_functions(npu):
+    from tensorflow.python.eager import context
+
+    original_function = tf.function
+    inner = tf.function(lambda x: x * 2)  # created before as_default(), as Keras' own functions are
+    outer_before = tf.function(lambda x: inner(x) + 1)
+    assert int(outer_before(tf.constant(1))) == 3 and inner.experimental_get_tracing_count() == 1
+
+    handle = npu.open().as_default()
+    assert tf.function is npu.npu_compat_function
+    assert tf.function(jit_compile=True)(lambda x: x)._jit_compile is False
+    nested = tf.function(lambda x: x * 3)
+    outer = tf.function(lambda x: nested(x) + 1)
+    assert int(outer(tf.constant(1))) == 4
+    assert nested.experimental_get_tracing_count() == 0  # inlined into outer's graph
+    assert context.context().device_name == handle.name()  # the NPU is the default device
+    with tf.device("/job:localhost/replica:0/task:0/device:CPU:0"):  # a no-op now
+        assert context.context().device_name == handle.name()
+
+    npu._fake.reset()  # a fresh process: TensorFlow as it was
+    assert tf.function is original_function
+    with tf.device("/job:localhost/replica:0/task:0/device:CPU:0"):
+        assert context.context().device_name.endswith("CPU:0")
 
 
 def test_npu_compat_function_forces_jit_compile_off(npu):

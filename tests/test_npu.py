@@ -3,6 +3,7 @@ against the strict fake npu_device (tests/fake_npu: the real adapter's option tr
 order and optimizer patches) on one card and on two cards in two processes."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -201,6 +202,26 @@ def test_options_are_set_before_open_and_the_id_comes_from_the_config(fake_npu, 
 
 
 @needs_ascend_stack
+@pytest.mark.parametrize("threads", [[], ["threads.intra_op=1", "threads.inter_op=2"]])
+def test_seed_and_thread_pools_hold_after_the_npu_opens(threads, tmp_path):
+    """open() installs a new eager context (as the real adapter does): a seed or thread pools set
+    on the one before would be lost. Two processes seeded alike draw alike."""
+    from runner.device import set_up_device, thread_pools
+    from runner.keras2 import keras
+
+    cfg = compose_config(["device=npu", "seed=42", *threads], tmp_path)
+    draws = []
+    for _ in range(2):
+        with fake_npu_installed() as fake:  # each time as a fresh process
+            set_up_device(cfg)
+            assert fake._fake.state.npu_ctx is fake._fake.state.opened  # opened, as_default()
+            expected = {"intra_op": 1, "inter_op": 2} if threads else {"intra_op": 0, "inter_op": 0}
+            assert thread_pools() == expected
+            draws.append(keras.initializers.GlorotUniform()((4, 4)).numpy().tolist())
+    assert draws[0] == draws[1]
+
+
+@needs_ascend_stack
 def test_device_id_defaults_to_ascend_device_id(tmp_path):
     with fake_npu_installed({"ASCEND_DEVICE_ID": "5"}) as fake:
         open_npu(compose_config(["device=npu"], tmp_path))
@@ -241,6 +262,9 @@ def test_float16_modes_scale_the_loss_and_several_cards_wrap_that(precision, fak
 
 
 NPU_RUN = [*TINY_RUN, "epochs=1", "steps_per_epoch=4", "steps_per_execution=2", "device=npu"]
+# Reproducible: the seed, deterministic ops and input order (TF 2.6 reads TF_DETERMINISTIC_OPS).
+NPU_RUN_SETTINGS = ["seed=42", "deterministic=true", "threads.intra_op=1", "threads.inter_op=1"]
+DETERMINISTIC_ENV = {"TF_DETERMINISTIC_OPS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -248,12 +272,31 @@ def npu_run(tmp_path_factory):
     """One real (tiny) training run on the fake NPU: float16 mixed precision, all debug tools."""
     run_dir = tmp_path_factory.mktemp("npu") / "run"
     overrides = [
-        *NPU_RUN, "precision=allow_mix_precision", "debug=[dump,overflow,profiling,auto_tune]",
-        'debug.dump.step="0|5|10-20"', "debug.dump.mode=all",
+        *NPU_RUN, *NPU_RUN_SETTINGS, "precision=allow_mix_precision",
+        "debug=[dump,overflow,profiling,auto_tune]", 'debug.dump.step="0|5|10-20"',
+        "debug.dump.mode=all",
     ]
-    with fake_npu_installed() as npu_device:
+    with fake_npu_installed(DETERMINISTIC_ENV) as npu_device:
         metrics = train(compose_config(overrides, run_dir))
         return run_dir, metrics, npu_device._fake.summary()
+
+
+def first_logged_loss(run_dir) -> float:
+    return float(re.search(r"step: \d+ ,loss: ([\d.]+)", (run_dir / "train.log").read_text()).group(1))
+
+
+@needs_ascend_stack
+def test_two_npu_runs_seeded_alike_start_at_the_same_loss_on_the_thread_pools_asked_for(npu_run,
+                                                                                        tmp_path):
+    """The same first two steps as npu_run, in another run of the same seed (the first loss is
+    logged after one device loop of two steps)."""
+    run_dir = npu_run[0]
+    overrides = [*NPU_RUN, *NPU_RUN_SETTINGS, "precision=allow_mix_precision", "steps_per_epoch=2"]
+    with fake_npu_installed(DETERMINISTIC_ENV):
+        train(compose_config(overrides, tmp_path / "again"))
+    assert first_logged_loss(tmp_path / "again") == first_logged_loss(run_dir)
+    for log in (run_dir / "train.log", tmp_path / "again" / "train.log"):
+        assert "threads.intra_op=1 threads.inter_op=1" in log.read_text()  # as TensorFlow holds them
 
 
 @needs_ascend_stack

@@ -8,12 +8,14 @@ no-op/cluster semantics of `npu_device.distribute`, the optimizer wrapper's inst
 NpuLossScaleOptimizer's fallback and NPU paths, loop size and saturation mode. Like the real one,
 importing it fails with AttributeError under Keras >= 2.9 (TF 2.21's tf.keras is Keras 3).
 
-What it cannot do is faked and documented where it happens: nothing replaces TensorFlow's eager
-context, tf.function, tf.device or tf.nn.dropout (`as_default()` records what it would have
-patched); other ranks hold the same values as this one; worker_id comes from RANK_ID instead of
-HCCL; the device's overflow flag is derived from the gradients. What happened (options handed to
-the graph engine, options changed too late, calls, loop sizes, run-time counters) is kept for
-tests in the private module `npu_device._fake`, which the real package does not have.
+What it cannot do is faked and documented where it happens: `open()` replaces TensorFlow's eager
+context and `as_default()` patches tf.function, tf.device and tf.py_function as the real ones do,
+but tf.nn.dropout keeps running TensorFlow's own kernels (the NPU's have no CPU version); other
+ranks hold the same values as this one; worker_id comes from RANK_ID instead of HCCL; the device's
+overflow flag is derived from the gradients. What happened (options handed to the graph engine,
+options changed too late, calls, loop sizes, run-time counters) is kept for tests in the private
+module `npu_device._fake`, which the real package does not have.
+
 
 Top level, as the real `__init__`: open, npu_compat_function, gen_npu_ops, global_options,
 set_npu_loop_size, npu_run_context, set_device_sat_mode, is_inf_nan_enabled, keep_dtype_scope,

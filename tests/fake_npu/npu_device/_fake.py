@@ -9,11 +9,13 @@ Not part of the adapter's API (the real package has no `_fake` module); tests us
     _fake.state.opened             # the handle the successful open() returned, else None
     _fake.count("all_reduce")      # how many times a collective RAN (not how often it was traced)
 
-`reset()` gives the state of a freshly started process: new `global_options()`, nothing opened,
-no NPU context, nothing recorded, and the npu loop size read again from `NPU_LOOP_SIZE` (the real
-library reads it once, when it loads: default 1; a value <= 0 logs an error and 1 is used; a
-non-integer is ignored, 1). Delete `npu_device*` from sys.modules as well to forget everything
-module-level.
+`reset()` gives the state of a freshly started process: new `global_options()`, nothing opened, no
+NPU context, TensorFlow's own eager context, tf.function, tf.device and tf.py_function back (as
+they were before `open()` and `as_default()` replaced them), nothing recorded, and the npu loop
+size read again from `NPU_LOOP_SIZE` (the real library reads it once, when it loads: default 1; a
+value <= 0 logs an error and 1 is used; a non-integer is ignored, 1). Delete `npu_device*` from
+sys.modules as well to forget everything module-level.
+
 
 `state` (one object for the whole import; `reset()` clears it in place):
 
@@ -32,11 +34,10 @@ module-level.
 - `sat_mode`: the device's float-overflow mode (0 saturation, 1 INF/NaN; -1 stands for a failed
   query). It starts at 0, as on an Atlas training (910A-class) device; `set_device_sat_mode()`
   changes it and `is_inf_nan_enabled()` reads it.
-- `as_default_effects`: what the last `as_default()` would have done to TensorFlow, which the fake
-  does NOT do (it leaves TensorFlow's context, tf.function, tf.device and tf.py_function alone):
-  `tf_function_jit_compile_forced_off`, `nested_tf_functions_inlined`, `tf_device_ignored`,
-  `py_function_on_cpu` (all True), `default_device` (the NPU device name), `dropout_replaced`
-  (True on TF 2.6.2-2.6.999 only) and `graph_engine_warmup` (GE_USE_STATIC_MEMORY == "1").
+- `as_default_effects`: what the last `as_default()` did or, where the CPU cannot, would have done:
+  `default_device` (the NPU device name, now the context's default), `dropout_replaced` (True on
+  TF 2.6.2-2.6.999, where the real one swaps tf.nn.dropout for NPU ops; the fake does not) and
+  `graph_engine_warmup` (GE_USE_STATIC_MEMORY == "1").
 - `calls`: `Call(name, args, in_graph)` for each API call, appended when the Python code runs,
   that is ONCE PER TRACE inside a tf.function (Keras's train_function), with `in_graph` telling
   which. Names: "open", "as_default", "scope", "all_reduce", "broadcast",
@@ -67,6 +68,7 @@ module-level.
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import logging
 import os
@@ -139,11 +141,50 @@ def log(level: str, message: str, target: FakeState | None = None) -> None:
 
 state = FakeState()
 
+# The attribute under which as_default() keeps what each of its patches replaced, so that reset()
+# restores it even after the fake was imported again.
+ORIGINAL = "_fake_npu_original"
+# TensorFlow's eager context as the process started it, kept on TensorFlow's context module (which
+# outlives imports of the fake) for reset(): open(), or code run before it, may install another.
+_PROCESS_CONTEXT = "_fake_npu_process_context"
+
+
+def _patched_places() -> list[tuple[Any, str]]:
+    from tensorflow.python.eager import def_function
+    from tensorflow.python.framework import ops
+    from tensorflow.python.ops import script_ops
+
+    return [(def_function.Function, "__call__"), (def_function, "function"), (tf, "function"),
+            (ops, "device"), (script_ops, "EagerFunc"), (tf, "py_function")]
+
+
+def _restore_tensorflow() -> None:
+    """Undo as_default()'s patches and open()'s new eager context."""
+    from tensorflow.python.eager import context
+
+    for owner, name in _patched_places():
+        setattr(owner, name, getattr(getattr(owner, name), ORIGINAL, getattr(owner, name)))
+    process_context = getattr(context, _PROCESS_CONTEXT)
+    if context.context() is not process_context:
+        gc.collect()  # functions traced in the NPU's context are deleted from it, not the next one
+        context._set_context(process_context)
+
+
+def _remember_the_process_context() -> None:
+    from tensorflow.python.eager import context
+
+    if not hasattr(context, _PROCESS_CONTEXT):
+        setattr(context, _PROCESS_CONTEXT, context.context())
+
+
+_remember_the_process_context()
+
 
 def reset() -> None:
     """A freshly started process: see the module docstring."""
     from npu_device import npu_device as impl
 
+    _restore_tensorflow()
     impl._global_options = None
     impl._npu_device_instances.clear()
     impl._global_npu_ctx = None

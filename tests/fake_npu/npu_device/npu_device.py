@@ -3,16 +3,20 @@
 Faked (there is no NPU, no graph engine and no `_npu_device_backends` here):
 
 - `open()` reads the same environment variables in the same order and raises the same errors as
-  the real one, but does not replace TensorFlow's eager context (the real one installs its own
-  context once per process). The options it would hand to the graph engine are kept in
-  `_fake.state.open_options`. `worker_id` comes from HCCL's get_rank_id() in the real adapter; the
-  fake has no HCCL and takes `int(RANK_ID)` (0 when RANK_ID is unset, e.g. in CM mode).
-- `NpuDeviceHandle.as_default()` only sets the global NPU context (so `global_npu_ctx()` returns
-  the handle and npu_device.distribute / NpuLossScaleOptimizer take their NPU paths); it records in
-  `_fake.state.as_default_effects` what the real one would patch (tf.function with jit_compile
-  forced off, tf.device neutralized, tf.py_function pinned to the CPU, tf.nn.dropout swapped, the
-  NPU as default device) instead of doing it. `scope()` enters the NPU device name, which
-  TensorFlow's soft placement puts on the CPU.
+  the real one, and, as the real one, installs a new, initialised eager context of its own class
+  (`_ContextWithDefaultDevice`) unless the current one already is one: whatever was set on the
+  previous context (the global seed, thread pools, other tf.config settings) is gone. The options
+  it would hand to the graph engine are kept in `_fake.state.open_options`. `worker_id` comes from
+  HCCL's get_rank_id() in the real adapter; the fake has no HCCL and takes `int(RANK_ID)` (0 when
+  RANK_ID is unset, e.g. in CM mode).
+- `NpuDeviceHandle.as_default()` patches TensorFlow as the real one does: `tf.function` and
+  `def_function.function` become `npu_compat_function` (jit_compile forced off), a tf.function
+  called inside another one has its Python function inlined, `tf.device(...)` is a no-op,
+  `tf.py_function` runs on the CPU, and the NPU becomes the context's default device (TensorFlow's
+  soft placement runs its ops on the CPU here). It does not swap `tf.nn.dropout` for the NPU's
+  DropOutGenMask/DoMask ops, which have no CPU kernels; `_fake.state.as_default_effects` records
+  whether the real one would. `_fake.reset()` undoes the patches and puts the previous context
+  back, as a fresh process would start. `scope()` enters the NPU device name.
 - `set_npu_loop_size()` / `set_device_sat_mode()` check their argument like the pybind11 binding
   (TypeError for a non-integer), log and ignore what the C++ side ignores, and keep the value in
   `_fake.state`. `is_inf_nan_enabled()` reads `_fake.state.sat_mode`.
@@ -29,7 +33,10 @@ import os
 import threading
 
 import tensorflow as tf
-from tensorflow.python.eager import context
+from tensorflow.python.eager import context, def_function
+from tensorflow.python.framework import device as pydev
+from tensorflow.python.framework import ops
+from tensorflow.python.ops import script_ops
 
 from npu_device import _fake
 from npu_device._options import NpuConfig, NpuRunContextOptions
@@ -99,7 +106,15 @@ def global_options():
 
 # --- tf.function without XLA, and the fake op library -------------------------------------------
 
-_original_tf_function = tf.function
+def _unpatched(patched):
+    """What as_default() replaced (when an earlier import of the fake patched TensorFlow)."""
+    return getattr(patched, _fake.ORIGINAL, patched)
+
+
+# As the real module, which saves them when it is imported.
+_hacked_tensorflow_function = _unpatched(def_function.function)
+_hacked_def_function_function_call = _unpatched(def_function.Function.__call__)
+_thread_local = threading.local()
 
 
 def npu_compat_function(func=None, *args, **kwargs):
@@ -110,7 +125,7 @@ def npu_compat_function(func=None, *args, **kwargs):
             if kwargs.get(flag):
                 _fake.log("info", f"Skip xla compile tf function {f.__name__} on npu")
                 kwargs[flag] = False
-        return _original_tf_function(*args, **kwargs)(f)
+        return _hacked_tensorflow_function(*args, **kwargs)(f)
 
     if func is not None:
         return never_nested_decorator(func)
@@ -138,6 +153,35 @@ gen_npu_ops = _GenNpuOps()
 
 
 # --- open() and the device handle ------------------------------------------------------------------
+
+class _ContextWithDefaultDevice(context.Context):
+    """The real adapter's eager context: a default device for every thread."""
+
+    def __init__(self, device=""):
+        self.__default_device = device
+        self.__default_device_spec = pydev.DeviceSpec.from_string(device)  # before super().__init__
+        super().__init__()
+
+    @property
+    def default_device(self):
+        return self.__default_device
+
+    @default_device.setter
+    def default_device(self, value):
+        self.__default_device = value
+        self.__default_device_spec = pydev.DeviceSpec.from_string(value)
+
+    @property
+    def _thread_local_data(self):
+        if not self.__thread_local_data.device_name:
+            self.__thread_local_data.device_name = self.__default_device
+            self.__thread_local_data.device_spec = self.__default_device_spec
+        return self.__thread_local_data
+
+    @_thread_local_data.setter
+    def _thread_local_data(self, value):
+        self.__thread_local_data = value
+
 
 _npu_ctx_lock = threading.Lock()
 _npu_device_instances: dict = {}
@@ -193,6 +237,11 @@ def open(device_id=None):
     if device_id is None:
         device_id = int(os.getenv("ASCEND_DEVICE_ID", "0"))
     with _npu_ctx_lock:
+        if not isinstance(context.context(), _ContextWithDefaultDevice):
+            ctx = _ContextWithDefaultDevice()
+            ctx.ensure_initialized()
+            context._set_context(ctx)
+            _npu_device_instances.clear()  # the global context has changed since the last open
         if device_id in _npu_device_instances:
             _fake.log("info", f"Npu instance on device {device_id} already created")
             return _npu_device_instances[device_id]
@@ -213,6 +262,7 @@ def open(device_id=None):
                 _rank_table_options(options, rank_table)
             else:
                 raise RuntimeError("CM_CHIEF_IP and RANK_TABLE_FILE are all not be configured.")
+        _ = context.context()._handle  # handed to Open(): AssertionError unless initialised
         _pybind_int("Open", device_id, -(2**31), 2**31 - 1, "(ctx, device_name: str, device_id: int, ...)")
         if _fake.state.open_error:
             raise RuntimeError(f"Failed open npu device {device_id} : {_fake.state.open_error}")
@@ -259,20 +309,83 @@ class NpuDeviceHandle:
         return self.workers_num > 1 and self.workers_num > self.worker_id >= 0
 
     def as_default(self):
-        """Make this the NPU context of npu_device; TensorFlow itself is left as it is."""
+        """Make this the default device, patching TensorFlow as the real adapter does."""
         global _global_npu_ctx
         _fake.record("as_default", device=self._device_name)
+
+        @contextlib.contextmanager
+        def _consistent_with_context_ctx():
+            with context.device(self._ctx.device_name):
+                yield
+
+        def _device_consistent_with_context(*args, **kwargs):
+            return _consistent_with_context_ctx()
+
+        _patch(def_function.Function, "__call__", _never_nested_function_call)
+        _patch(def_function, "function", npu_compat_function)
+        _patch(tf, "function", npu_compat_function)
+        _patch(ops, "device", _device_consistent_with_context)
+        _patch(script_ops, "EagerFunc", NpuCompatEagerFunc)
+        _patch(tf, "py_function", wrap_cpu_only_api(_unpatched(tf.py_function)))
+        self._ctx.default_device = self._device_name
         _global_npu_ctx = self
         _fake.state.as_default_effects = {
-            "tf_function_jit_compile_forced_off": True,
-            "nested_tf_functions_inlined": True,
-            "tf_device_ignored": True,
-            "py_function_on_cpu": True,
             "default_device": self._device_name,
             "graph_engine_warmup": os.getenv("GE_USE_STATIC_MEMORY") == "1",
+            "dropout_replaced": _dropout_replaced(),  # recorded only: no CPU kernels
         }
-        _fake.state.as_default_effects["dropout_replaced"] = _dropout_replaced()
         return self
+
+
+def _patch(owner, name: str, replacement) -> None:
+    """owner.name = replacement, remembering the original for _fake.reset()."""
+    setattr(replacement, _fake.ORIGINAL, _unpatched(getattr(owner, name)))
+    setattr(owner, name, replacement)
+
+
+def _never_nested_function_call(self, *func_args, **func_kwargs):
+    """Function.__call__ on the NPU: a tf.function called while another is being entered has its
+    Python function inlined (falling back to a real call if that raises)."""
+    if not hasattr(_thread_local, "entrance_function"):
+        _thread_local.entrance_function = None
+    if _thread_local.entrance_function is not None:
+        _fake.log("info", f"Inlining nested tf function {self._python_function.__name__} under "
+                          f"{_thread_local.entrance_function} on npu")
+        try:
+            return self._python_function(*func_args, **func_kwargs)
+        except Exception:
+            _fake.log("info", f"Bypass inlining nested tf function {self._python_function.__name__}")
+            return _hacked_def_function_function_call(self, *func_args, **func_kwargs)
+    _thread_local.entrance_function = self._python_function.__name__
+    try:
+        return _hacked_def_function_function_call(self, *func_args, **func_kwargs)
+    finally:
+        _thread_local.entrance_function = None
+
+
+class NpuCompatEagerFunc(_unpatched(script_ops.EagerFunc)):
+    """tf.py_function's body on the device wrap_cpu_only_api chose (the CPU)."""
+
+    def __init__(self, *args, **kwargs):
+        self._npu_specific_device = getattr(_thread_local, "npu_specific_device", None)
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        if self._npu_specific_device:
+            with context.device(self._npu_specific_device):
+                return super().__call__(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+def wrap_cpu_only_api(func):
+    def wrapper(*args, **kwargs):
+        _thread_local.npu_specific_device = "/job:localhost/replica:0/task:0/device:CPU:0"
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _thread_local.npu_specific_device = None
+
+    return wrapper
 
 
 # --- run context and TF1 compatibility -------------------------------------------------------------
