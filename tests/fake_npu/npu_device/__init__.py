@@ -16,7 +16,6 @@ overflow flag is derived from the gradients. What happened (options handed to th
 options changed too late, calls, loop sizes, run-time counters) is kept for tests in the private
 module `npu_device._fake`, which the real package does not have.
 
-
 Top level, as the real `__init__`: open, npu_compat_function, gen_npu_ops, global_options,
 set_npu_loop_size, npu_run_context, set_device_sat_mode, is_inf_nan_enabled, keep_dtype_scope,
 npu_recompute_scope, and the namespaces distribute, train, ops, compat, configs.

@@ -16,7 +16,6 @@ size read again from `NPU_LOOP_SIZE` (the real library reads it once, when it lo
 value <= 0 logs an error and 1 is used; a non-integer is ignored, 1). Delete `npu_device*` from
 sys.modules as well to forget everything module-level.
 
-
 `state` (one object for the whole import; `reset()` clears it in place):
 
 - `opened`: the NpuDeviceHandle of the successful `open()`, or None. `npu_ctx`: what
