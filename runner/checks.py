@@ -249,7 +249,7 @@ def _check_debug(debug_cfg: DictConfig, precision_mode: str, device_type: str) -
     if device_type != "npu":
         return  # the files below are read by the NPU only
     for name, file in (("fusion_off", debug_cfg.fusion_off.file), ("mixlist", debug_cfg.mixlist.file)):
-        if debug_cfg[name].enabled and not Path(file).is_file():
+        if debug_cfg[name].enabled and file is not None and not Path(file).is_file():
             raise ConfigError(
                 f"debug={name} reads debug.{name}.file={file}, which is not a file (relative paths "
                 f"start from {Path.cwd()}). Pass its path, e.g. debug.{name}.file=/path/to/{Path(file).name}."

@@ -36,6 +36,13 @@ TENSOR_DEBUG_MODES = {"input": "FULL_HEALTH", "output": "FULL_HEALTH", "all": "F
 # Grappler passes that fuse ops (conv+bias+activation, matmul+bias, arithmetic rewrites).
 FUSION_OPTIMIZERS = ("remapping", "arithmetic_optimization")
 NPU_ONLY = ("mixlist", "auto_tune")
+# The fusion switch file debug=fusion_off hands the NPU unless debug.fusion_off.file names another:
+# the passes the Ascend ModelZoo's TF2 Keras recipes switch off in their configs/fusion_switch.cfg.
+SHIPPED_FUSION_SWITCH = Path(__file__).resolve().parent.parent / "conf" / "debug" / "fusion_switch.cfg"
+
+
+def fusion_switch_file(fusion_off_cfg: Any) -> str:
+    return str(fusion_off_cfg.file or SHIPPED_FUSION_SWITCH)
 
 
 def npu_debug_options(debug_cfg: Any) -> dict[str, Any]:
@@ -50,7 +57,7 @@ def npu_debug_options(debug_cfg: Any) -> dict[str, Any]:
             "profiling_options": npu_profiling_options(debug_cfg.profiling),
         }
     if debug_cfg.fusion_off.enabled:
-        options["fusion_switch_file"] = _absolute(debug_cfg.fusion_off.file)
+        options["fusion_switch_file"] = _absolute(fusion_switch_file(debug_cfg.fusion_off))
     if debug_cfg.mixlist.enabled:
         options["modify_mixlist"] = _absolute(debug_cfg.mixlist.file)
     if debug_cfg.auto_tune.enabled:

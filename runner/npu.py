@@ -9,7 +9,8 @@ once, when the device opens, and silently ignores later changes. Then:
 - the npu loop size follows steps_per_execution (the device runs that many steps per call and
   must be fed as many batches);
 - precision modes that compute in float16 train through `NpuLossScaleOptimizer` (dynamic loss
-  scaling from the device's overflow status);
+  scaling; overflow read from the device's float status, or in INF/NaN mode found by Keras' check
+  of the gradients);
 - TensorFlow's eager context is the adapter's from open() on: the global seed and op determinism
   are set after it (runner/device.py), thread pools on that context before it (below);
 - multi-card runs (device.num_devices>1, one process per card) shard the training data, all-reduce
@@ -153,9 +154,19 @@ def npu_optimizer(cfg: Any, optimizer: optimizers.Optimizer) -> optimizers.Optim
     npu_device = import_npu_device()
     if str(cfg.precision.mode) in LOSS_SCALED_MODES:
         optimizer = npu_device.train.optimizer.NpuLossScaleOptimizer(optimizer)
+        log.info("precision=%s computes in float16: dynamic loss scaling, overflowing steps found %s",
+                 cfg.precision.mode, _overflow_check(npu_device))
     if is_multi_card(cfg.device):
         optimizer = npu_device.distribute.npu_distributed_keras_optimizer_wrapper(optimizer)
     return optimizer
+
+
+def _overflow_check(npu_device: Any) -> str:
+    """How NpuLossScaleOptimizer finds an overflowing step: it depends on the device's mode."""
+    inf_nan_enabled = getattr(npu_device, "is_inf_nan_enabled", None)  # adapter r1.13.0 and later
+    if inf_nan_enabled is not None and inf_nan_enabled():
+        return "by Keras' check of the gradients (the device is in INF/NaN mode)"
+    return "from the device's float status (saturation mode)"
 
 
 def multi_card_callbacks(device_cfg: Any) -> list[keras.callbacks.Callback]:

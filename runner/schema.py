@@ -124,7 +124,7 @@ class ProfilingConfig:
 @dataclass
 class FusionOffConfig:
     enabled: bool = False
-    file: str = "fusion_switch.cfg"
+    file: Optional[str] = None  # null: conf/debug/fusion_switch.cfg, shipped with the project
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from runner.errors import ConfigError
 from runner.npu import _set_options, import_npu_device, npu_options, open_npu
 from runner.train import train
 from tests.conftest import (
+    CONF_DIR,
     FAKE_NPU_DIR,
     ON_ASCEND_STACK,
     TINY_RUN,
@@ -81,13 +83,33 @@ def test_fusion_off_mixlist_and_auto_tune_options(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative files resolve against the working directory
     cfg = compose_config([
         "device=npu", "precision=allow_mix_precision", "debug=[fusion_off,mixlist,auto_tune]",
+        "debug.fusion_off.file=my_switches.cfg",
     ], tmp_path)
     assert npu_options(cfg) == {
         "precision_mode": "allow_mix_precision",
-        "fusion_switch_file": str(tmp_path / "fusion_switch.cfg"),
+        "fusion_switch_file": str(tmp_path / "my_switches.cfg"),  # a named file wins
         "modify_mixlist": str(tmp_path / "ops_info.json"),
         "aoe_config": {"aoe_mode": "2", "work_path": str(tmp_path / "aoe")},
     }
+
+
+# The passes the shipped conf/debug/fusion_switch.cfg turns off (docs/devices.md): those the
+# Ascend ModelZoo's TF2 Keras recipes switch off in their own configs/fusion_switch.cfg.
+SHIPPED_SWITCHES = {
+    "GraphFusion": {"DreluFusionPass": "off"},
+    "UBFusion": {name: "off" for name in (
+        "TbeConv2DBackpropElemwiseFusionPass", "TbeConv2DReluv2Pass", "TbeEltwiseFusionPass",
+        "TbeFullyconnectionElemwiseDequantFusionPass",
+    )},
+}
+
+
+def test_fusion_off_without_a_file_hands_the_npu_the_shipped_switch_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # wherever the run starts
+    cfg = compose_config(["device=npu", "debug=fusion_off"], tmp_path)
+    switch_file = Path(npu_options(cfg)["fusion_switch_file"])
+    assert switch_file.is_absolute() and switch_file.parent == Path(CONF_DIR) / "debug"
+    assert json.loads(switch_file.read_text()) == {"Switch": SHIPPED_SWITCHES}
 
 
 @pytest.mark.parametrize("precision", ["force_fp32", "allow_fp32_to_fp16", "must_keep_origin_dtype"])
@@ -259,6 +281,33 @@ def test_float16_modes_scale_the_loss_and_several_cards_wrap_that(precision, fak
         optimizer = npu_optimizer(cfg, optimizers.SGD(0.1))
         assert isinstance(optimizer, loss_scale) == (precision in LOSS_SCALED)
         assert ("apply_gradients" in vars(optimizer)) == (cards == 2)
+
+
+@needs_ascend_stack
+@pytest.mark.parametrize("sat_mode,path", [(0, "npu_path"), (1, "fallback")])
+def test_loss_scaling_skips_overflowing_steps_in_both_overflow_modes(sat_mode, path, fake_npu, tmp_path):
+    """Saturation mode (0, Atlas training series): NpuLossScaleOptimizer reads the device's float
+    status. INF/NaN mode (1, the default on Atlas A2/A3): it hands the step to Keras'
+    LossScaleOptimizer, which checks the gradients. Either way an overflowing step is skipped and
+    the loss scale halves; a finite step is applied."""
+    import numpy as np
+
+    from runner.keras2 import keras, optimizers
+    from runner.npu import npu_optimizer
+
+    cfg = compose_config(["device=npu", "precision=allow_mix_precision"], tmp_path)
+    open_npu(cfg)
+    fake_npu.set_device_sat_mode(sat_mode)
+    model = keras.Sequential([keras.layers.Dense(1, input_shape=(2,))])
+    model.compile(npu_optimizer(cfg, optimizers.SGD(0.1)), loss="mse")
+    scale = float(model.optimizer.loss_scale)
+    weights = model.get_weights()
+    model.train_on_batch(np.array([[np.inf, 1.0]], "float32"), np.ones((1, 1), "float32"))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))  # skipped
+    assert float(model.optimizer.loss_scale) == scale / 2
+    model.train_on_batch(np.ones((1, 2), "float32"), np.ones((1, 1), "float32"))
+    assert not np.array_equal(weights[0], model.get_weights()[0])  # applied
+    assert fake_npu._fake.count(f"loss_scale.{path}") == 2
 
 
 NPU_RUN = [*TINY_RUN, "epochs=1", "steps_per_epoch=4", "steps_per_execution=2", "device=npu"]
