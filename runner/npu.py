@@ -29,7 +29,7 @@ from typing import Any
 import tensorflow as tf
 
 from runner.debug import npu_debug_options
-from runner.device import configure_threads
+from runner.device import configure_threads, thread_pools
 from runner.errors import ConfigError
 from runner.keras2 import STACK, keras, optimizers
 
@@ -84,6 +84,7 @@ def open_npu(cfg: Any) -> tf.distribute.Strategy:
     _thread_pools_on_the_npu_context(npu_device, cfg.threads)
     # device.id null: the adapter reads $ASCEND_DEVICE_ID (0 when unset), as the Ascend scripts do.
     npu_device.open(device_id=cfg.device.id).as_default()
+    _warn_if_thread_pools_were_dropped(cfg.threads)
     npu_device.set_npu_loop_size(cfg.steps_per_execution)
     log.info("npu_device opened (device.id=%s) with options %s", cfg.device.id, options)
     return tf.distribute.get_strategy()
@@ -110,6 +111,15 @@ def _thread_pools_on_the_npu_context(npu_device: Any, threads_cfg: Any) -> None:
         context._set_context(context_class())
     configure_threads(threads_cfg)
     context.ensure_initialized()  # open() hands the initialised context to the device
+
+
+def _warn_if_thread_pools_were_dropped(threads_cfg: Any) -> None:
+    """Adapters before r1.8.0 replace the context in open() whatever it is."""
+    held = thread_pools()
+    asked = {name: threads_cfg[name] for name in held if threads_cfg[name] is not None}
+    if any(held[name] != value for name, value in asked.items()):
+        log.warning("threads %s asked for, but npu_device.open() replaced the eager context: "
+                    "TensorFlow holds %s (update CANN's adapter to keep them)", asked, held)
 
 
 def _make_output_folders(options: dict[str, Any]) -> None:
