@@ -74,6 +74,9 @@ def test_metrics_are_complete_and_consistent_with_history(quick_run):
     assert metrics["val_accuracy"] == pytest.approx(rows[-1]["val_accuracy"], abs=1e-6)
     assert metrics["val_loss"] == pytest.approx(rows[-1]["val_loss"], rel=1e-4)
     assert metrics["optimizer_steps"] == 15 and metrics["num_classes"] == 2
+    # The Ascend figures of a plain run: TrainingTime is milliseconds per step of `batch_size` images.
+    assert metrics["ActualFPS"] == metrics["images_per_sec"] > 0
+    assert metrics["TrainingTime"] == pytest.approx(8 / metrics["images_per_sec"] * 1000, rel=0.01)
 
 
 def test_log_has_step_and_epoch_lines_once_each(quick_run):
