@@ -41,7 +41,11 @@ pytestmark = pytest.mark.ascend_stack
 README = (ROOT / "README.md").read_text()
 README_WORDS = " ".join(README.split())  # for phrases that a line break may cut
 HOST = "127.0.0.1"
-START_TIMEOUT = 45  # seconds for a server to answer (MLflow 2's took 14 s on this 2-core machine)
+# Seconds a server may take to answer: a guard against a hang, not a speed target (MLflow 2's took
+# 14 s on an idle 2-core machine, and far longer beside another test suite). A server that exits
+# fails the wait at once.
+START_TIMEOUT = 300  # within pytest-timeout's 600 s per test
+REQUEST_TIMEOUT = 120  # per request, for the same reason
 
 
 def release(package: str) -> tuple[int, ...]:
@@ -166,14 +170,14 @@ def serving(tool: str, arguments: list[str], cwd: Path, ready_path: str) -> Iter
 
 def get_json(url: str, path: str, **query: str) -> Any:
     address = f"{url}{path}?{urllib.parse.urlencode(query)}" if query else url + path
-    with urllib.request.urlopen(address, timeout=10) as response:
+    with urllib.request.urlopen(address, timeout=REQUEST_TIMEOUT) as response:
         return json.load(response)
 
 
 def post_json(url: str, path: str, body: dict[str, Any]) -> Any:
     request = urllib.request.Request(url + path, data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
         return json.load(response)
 
 
