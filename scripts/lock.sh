@@ -6,6 +6,8 @@
 # first and its runtime lock within it (-c), so both agree and installing one after the other
 # changes nothing. setuptools is left out: each stack runs on the venv's own (TensorBoard 2.6,
 # submitit 1.5.3 and MLflow 2.12.2 import pkg_resources, which setuptools 82 removed).
+# uv keeps the versions a lock already holds where the .txt files still allow them; to move
+# everything to the newest allowed, delete the four .lock files first.
 # Needs uv (`pip install uv`; generated with uv 0.13.9). Run from anywhere: bash scripts/lock.sh
 set -euo pipefail
 export UV_PYTHON_DOWNLOADS=never  # a python3.9 on PATH builds the few sdists for 3.9, else uv uses another
