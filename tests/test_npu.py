@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from runner.checks import check_config
+from runner.config.checks import check_config
+from runner.device.npu import _set_options, import_npu_device, npu_options, open_npu
 from runner.errors import ConfigError
-from runner.npu import _set_options, import_npu_device, npu_options, open_npu
 from runner.train import train
 from tests.conftest import (
     FAKE_NPU_DIR,
@@ -228,8 +228,8 @@ LOSS_SCALED = {"allow_fp32_to_fp16", "force_fp16", "allow_mix_precision", "allow
 def test_float16_modes_scale_the_loss_and_several_cards_wrap_that(precision, fake_npu, tmp_path):
     """On several cards npu_distributed_keras_optimizer_wrapper goes around the loss-scale
     optimiser (it patches apply_gradients on that instance)."""
+    from runner.device.npu import npu_optimizer
     from runner.keras2 import optimizers
-    from runner.npu import npu_optimizer
 
     loss_scale = fake_npu.train.optimizer.NpuLossScaleOptimizer
     for cards in (1, 2):

@@ -13,12 +13,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from runner.modelzoo import case_name
-from runner.resume import resume_command
-from runner.run_folder import lock_holder
+from runner.ascend.modelzoo import case_name
+from runner.record.lock import lock_holder
+from runner.record.resume import resume_command
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 METRICS_FILE = "metrics.json"
 STATUS_FILE = "status.json"
 HISTORY_FILE = "history.csv"
@@ -134,7 +134,7 @@ def _number(text: str) -> float:
 def ascend_figures(metrics: dict[str, Any], seconds_per_step: float, rank_size: int,
                    case_kind: str, network: str | None = None) -> dict[str, Any]:
     """The figures the Ascend scripts' shell wrappers report, under their names, as the runner
-    measures them (a `modelzoo=` run replaces the first four by its recipe's: runner/modelzoo.py).
+    measures them (a `modelzoo=` run replaces the first four by its recipe's: runner/ascend/modelzoo.py).
 
     ActualFPS is the whole run's steady-state throughput (the global batch per step);
     TrainingTime milliseconds per step; TrainAccuracy the final evaluation's val_accuracy;

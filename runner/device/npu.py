@@ -2,7 +2,7 @@
 
 `npu_device` exists for TensorFlow 2.6.5 only (the Ascend stack, requirements-ascend.txt): it is
 compiled against TF 2.6.5 and patches Keras-2.6 internals. The composed config becomes
-npu_device options (precision here, debug tools in runner/debug.py), all set on
+npu_device options (precision here, debug tools in runner/device/debug.py), all set on
 `npu_device.global_options()` BEFORE `npu_device.open(id).as_default()`: the adapter reads them
 once, when the device opens, and silently ignores later changes. Then:
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from runner.debug import npu_debug_options
+from runner.device.debug import npu_debug_options
 from runner.errors import ConfigError
 from runner.keras2 import STACK, keras, optimizers
 

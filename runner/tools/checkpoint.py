@@ -87,7 +87,7 @@ def load_run(run_dir: str | Path, which: str = "best", overrides: Sequence[str] 
     cfg = load_run_config(run_dir, overrides)
     weights = weights_file(run_dir, which)
     class_names = read_class_names(run_dir)
-    from runner.network import build_network
+    from runner.fit.network import build_network
 
     model = build_network(cfg.model, len(class_names), cfg.dataset.image_size)
     try:

@@ -29,7 +29,7 @@ class DeviceType(Choice):
 
 class PrecisionMode(Choice):
     """The NPU's precision_mode values (the Ascend TF adapter's `precision_mode` option, documented
-    in docs/devices.md); GPU/CPU map them to policies (runner/precision.py)."""
+    in docs/devices.md); GPU/CPU map them to policies (runner/device/precision.py)."""
 
     force_fp32 = "force_fp32"
     allow_fp32_to_fp16 = "allow_fp32_to_fp16"
@@ -75,7 +75,7 @@ def direction(metric: str) -> str:
 
 
 class ModelZoo(Choice):
-    """Whose ModelZoo train.py's console lines and figures a run reproduces (runner/modelzoo.py)."""
+    """Whose ModelZoo train.py's console lines and figures a run reproduces (runner/ascend/modelzoo.py)."""
 
     bit = "bit"
     learnable_resizer = "learnable_resizer"
@@ -136,7 +136,7 @@ class MixlistConfig:
 @dataclass
 class AutoTuneConfig:
     enabled: bool = False
-    aoe_mode: str = "2"  # npu_device's aoe_config.aoe_mode: runner/checks.py AOE_MODES
+    aoe_mode: str = "2"  # npu_device's aoe_config.aoe_mode: runner/config/checks.py AOE_MODES
     path: str = "${output_dir}/aoe"
 
 
@@ -160,7 +160,7 @@ class ThreadsConfig:
 
 @dataclass
 class PipelineConfig:
-    """tf.data choices runner/datasets.py does not take from the dataset file."""
+    """tf.data choices runner/fit/datasets.py does not take from the dataset file."""
 
     cache: Optional[bool] = None  # null: cache decoded images when they fit in cache_budget_mb
     cache_budget_mb: int = 2048
@@ -173,7 +173,7 @@ class TensorBoardLogger:
 
 @dataclass
 class MlflowLogger:
-    # Relative paths are from the working directory, as outputs/ is (runner/tracking.py).
+    # Relative paths are from the working directory, as outputs/ is (runner/record/tracking.py).
     tracking_uri: str = "sqlite:///outputs/mlflow.db"
     # One experiment for everything: a sweep's parent and child runs must share it.
     experiment_name: str = "runner"

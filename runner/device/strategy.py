@@ -1,4 +1,4 @@
-"""Device config -> tf.distribute strategy. The NPU's options live in runner/npu.py."""
+"""Device config -> tf.distribute strategy. The NPU's options live in runner/device/npu.py."""
 from __future__ import annotations
 
 import logging
@@ -20,7 +20,7 @@ def build_strategy(cfg: Any) -> tf.distribute.Strategy:
     """
     device_cfg = cfg.device
     if device_cfg.type == "npu":
-        from runner.npu import open_npu
+        from runner.device.npu import open_npu
 
         return open_npu(cfg)
     if device_cfg.type == "gpu":

@@ -22,8 +22,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError
-from runner.report import METRICS_FILE, git_commit, read_metrics, write_json_atomic
-from runner.resume import flat_config
+from runner.record.report import METRICS_FILE, git_commit, read_metrics, write_json_atomic
+from runner.record.resume import flat_config
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ class MlflowSweep(Callback):
             log.error("%s", error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from runner.summarize import find_jobs, read_job
+        from runner.record.summarize import find_jobs, read_job
 
         run_id = os.environ.pop(PARENT_RUN_ENV, None)
         settings = config.get("logger", {}).get("mlflow")

@@ -11,11 +11,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from runner.device.workers import current_worker
 from runner.errors import ConfigError
-from runner.network import DENSENET_FAMILY, MODEL_NAMES, resizer_target_size
-from runner.workers import current_worker
+from runner.fit.network import DENSENET_FAMILY, MODEL_NAMES, resizer_target_size
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MIXLIST_PRECISIONS = ("allow_mix_precision", "allow_mix_precision_fp16", "allow_mix_precision_bf16")
 
 # npu_device's aoe_config.aoe_mode values.
