@@ -13,6 +13,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from runner.config.precision_modes import PRECISION_MODES
+
 
 class Choice(str, Enum):
     """An enumeration whose members print as their values ("npu", not "DeviceType.npu")."""
@@ -27,19 +29,8 @@ class DeviceType(Choice):
     npu = "npu"
 
 
-class PrecisionMode(Choice):
-    """The NPU's precision_mode values (the Ascend TF adapter's `precision_mode` option, documented
-    in docs/devices.md); GPU/CPU map them to policies (runner/device/precision.py)."""
-
-    force_fp32 = "force_fp32"
-    allow_fp32_to_fp16 = "allow_fp32_to_fp16"
-    force_fp16 = "force_fp16"
-    must_keep_origin_dtype = "must_keep_origin_dtype"
-    allow_mix_precision = "allow_mix_precision"
-    allow_mix_precision_fp16 = "allow_mix_precision_fp16"
-    allow_mix_precision_bf16 = "allow_mix_precision_bf16"
-    allow_fp32_to_bf16 = "allow_fp32_to_bf16"
-    cube_fp16in_fp32out = "cube_fp16in_fp32out"
+# The NPU's precision_mode values; what each means on each device: runner/config/precision_modes.py.
+PrecisionMode = Choice("PrecisionMode", {name: name for name in PRECISION_MODES})
 
 
 class DumpMode(Choice):

@@ -25,17 +25,13 @@ from typing import Any
 
 import tensorflow as tf
 
+from runner.config.precision_modes import PRECISION_MODES
 from runner.device.debug import npu_debug_options
 from runner.errors import ConfigError
 from runner.keras2 import STACK, keras, optimizers
 
 log = logging.getLogger(__name__)
 
-# float16 arithmetic on the device: gradients need loss scaling to stay representable.
-LOSS_SCALED_MODES = {
-    "allow_fp32_to_fp16", "force_fp16", "allow_mix_precision", "allow_mix_precision_fp16",
-    "cube_fp16in_fp32out",
-}
 
 
 def import_npu_device():
@@ -67,7 +63,8 @@ def _unimportable(error: Exception) -> ConfigError:
 
 def npu_options(cfg: Any) -> dict[str, Any]:
     """Every option this run sets on npu_device.global_options(), nested as it nests them."""
-    return {"precision_mode": str(cfg.precision.mode), **npu_debug_options(cfg.debug)}
+    return {"precision_mode": PRECISION_MODES[str(cfg.precision.mode)].npu_option,
+            **npu_debug_options(cfg.debug)}
 
 
 def open_npu(cfg: Any) -> tf.distribute.Strategy:
@@ -124,7 +121,7 @@ def npu_optimizer(cfg: Any, optimizer: optimizers.Optimizer) -> optimizers.Optim
     if str(cfg.device.type) != "npu":
         return optimizer
     npu_device = import_npu_device()
-    if str(cfg.precision.mode) in LOSS_SCALED_MODES:
+    if PRECISION_MODES[str(cfg.precision.mode)].npu_loss_scaled:
         optimizer = npu_device.train.optimizer.NpuLossScaleOptimizer(optimizer)
     if is_multi_card(cfg.device):
         optimizer = npu_device.distribute.npu_distributed_keras_optimizer_wrapper(optimizer)
