@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runner.errors import ConfigError
-from runner.record.report import write_json_atomic
+from runner.record.run_folder import EVAL_DIR, METRICS_FILE, write_json_atomic
 from runner.tools.checkpoint import LoadedRun, load_run, predict_outputs, to_probabilities
 from runner.tools.cli import Arguments, Tool, run_tool
 
@@ -190,9 +190,9 @@ def evaluate_run(run: LoadedRun, split: str = "val") -> dict[str, Any]:
     }
     # eval/val/ holds the default (best) checkpoint's figures; which=last gets eval/val-last/.
     suffix = "" if run.which == "best" else f"-{run.which}"
-    folder = run.run_dir / "eval" / (split_folder_name(split) + suffix)
+    folder = run.run_dir / EVAL_DIR / (split_folder_name(split) + suffix)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / "metrics.json", metrics)
+    write_json_atomic(folder / METRICS_FILE, metrics)
     write_per_class_tables(metrics["per_class"], folder)
     plot_confusion_matrix(
         metrics["confusion_matrix"], run.class_names, folder / "confusion_matrix.png",

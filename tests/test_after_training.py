@@ -13,7 +13,7 @@ from runner.errors import ConfigError
 from runner.evaluate import evaluate_run, predict_split
 from runner.export import export_run
 from runner.predict import Prediction, format_prediction, predict_files
-from runner.record.report import read_history
+from runner.record.run_folder import read_history
 from runner.tools.checkpoint import load_run, load_run_config
 from runner.train import train
 from tests.bit_fixtures import write_bit_savedmodel

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from runner.evaluate import evaluate_run
 from runner.fit.network import build_network
-from runner.record.report import read_history
+from runner.record.run_folder import read_history
 from runner.tools.checkpoint import load_run
 from runner.train import train
 from tests.bit_fixtures import write_bit_savedmodel, write_tar_gz

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import pytest
 
-from runner.record.report import read_history, read_metrics
+from runner.record.run_folder import read_history, read_metrics
 from runner.record.tracking import HPARAM_METRICS, RUN_FILE, read_overrides
 from tests.conftest import runner_env
 from tests.test_docs import ROOT, doc_text

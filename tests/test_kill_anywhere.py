@@ -25,8 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.record.report import read_history
-from runner.record.resume import backup_epoch
+from runner.record.run_folder import backup_epoch, read_history
 from tests.conftest import runner_env
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
@@ -265,7 +264,7 @@ def test_weights_are_written_beside_the_file_and_renamed_over_it(tmp_path):
 
 def test_metrics_and_status_json_are_replaced_whole(tmp_path):
     """README: metrics.json is written atomically; a reader sees the previous file or the new one."""
-    from runner.record.report import write_json_atomic
+    from runner.record.run_folder import write_json_atomic
 
     path = tmp_path / "metrics.json"
     write_json_atomic(path, {"epochs_completed": 1})

@@ -17,14 +17,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from runner.errors import ConfigError, RunInterrupted
-from runner.record.report import read_history
-from runner.record.resume import (
-    StopSignals,
-    check_same_config,
-    expand_resume_argument,
-    resume_command,
-    trim_history,
-)
+from runner.record.resume import StopSignals, expand_resume_argument, trim_history
+from runner.record.run_folder import check_same_config, read_history, resume_command
 from tests.conftest import compose_config, runner_env
 from tests.data_fixtures import write_image_folder
 

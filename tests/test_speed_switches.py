@@ -83,8 +83,8 @@ def test_the_run_compiles_without_xla_by_default(switched_run):
 @pytest.mark.skipif(ON_ASCEND_STACK, reason="TF 2.6's Model.compile has no jit_compile")
 def test_jit_compile_reaches_the_compiled_model(toy_bit_run):
     """compiled_model is what train() compiles with; the flag is read back from the model."""
+    from runner.fit.network import compiled_model
     from runner.keras2 import compiled_switches
-    from runner.train import compiled_model
 
     model = compiled_model(compose_config([*toy_bit_run, "jit_compile=true"]), num_classes=10)
     assert compiled_switches(model)["jit_compile"] is True

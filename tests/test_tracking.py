@@ -377,7 +377,7 @@ def test_tensorboard_has_the_per_epoch_scalars(single_runs):
 
 def test_the_params_are_the_composed_config_flattened(single_runs):
     """README: each run is an MLflow run with the composed config flattened as params."""
-    from runner.record.resume import flat_config
+    from runner.record.run_folder import flat_config
 
     folder = single_runs["finished"]
     params = single_runs["client"].get_run(run_id_of(folder)).data.params

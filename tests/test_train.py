@@ -9,9 +9,9 @@ import pytest
 from runner.errors import ConfigError
 from runner.evaluate import evaluate_run
 from runner.keras2 import keras
-from runner.record.report import read_history
+from runner.record.run_folder import one_line, read_history
 from runner.tools.checkpoint import load_run, load_run_config
-from runner.train import one_line, progress_verbosity, train
+from runner.train import progress_verbosity, train
 from tests.conftest import ON_ASCEND_STACK, compose_config
 from tests.data_fixtures import write_image_folder, write_tfds_folder
 

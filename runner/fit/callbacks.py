@@ -10,8 +10,8 @@ from pathlib import Path
 from runner.ascend.modelzoo import ConsoleLines
 from runner.errors import RunInterrupted
 from runner.keras2 import keras
-from runner.record.report import read_history
-from runner.record.resume import StopSignals, backup_epoch, trim_history
+from runner.record.resume import StopSignals, trim_history
+from runner.record.run_folder import backup_epoch, read_history
 from runner.record.tracking import NoTracker
 
 log = logging.getLogger("runner.fit")

@@ -22,7 +22,17 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.config.schema import direction
-from runner.record.report import FINISHED, INTERRUPTED, RUNNING, current_status, read_history, read_metrics
+from runner.record.report import current_status
+from runner.record.run_folder import (
+    CONFIG_FILE,
+    FINISHED,
+    HYDRA_FILE,
+    INTERRUPTED,
+    OVERRIDES_FILE,
+    RUNNING,
+    read_history,
+    read_metrics,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,19 +62,19 @@ class JobResult:
 def _job_number(run_dir: Path) -> float:
     """Hydra's job number (the order it launched the jobs in); unknown ones go last."""
     try:
-        return float(OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.job.num)
+        return float(OmegaConf.load(run_dir / HYDRA_FILE).hydra.job.num)
     except Exception:  # a job folder cut short: order it by name after the others
         return math.inf
 
 
 def find_jobs(sweep_dir: Path) -> list[Path]:
     """The sweep's job folders (each holds .hydra/overrides.yaml), in launch order."""
-    dirs = {path.parent.parent for path in sweep_dir.glob("**/.hydra/overrides.yaml")}
+    dirs = {path.parent.parent for path in sweep_dir.glob(f"**/{OVERRIDES_FILE}")}
     return sorted(dirs, key=lambda d: (_job_number(d), str(d)))
 
 
 def read_job(run_dir: Path) -> JobResult:
-    overrides = [str(item) for item in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
+    overrides = [str(item) for item in OmegaConf.load(run_dir / OVERRIDES_FILE)]
     metrics = read_metrics(run_dir)
     status = current_status(run_dir) or {}
     return JobResult(
@@ -101,7 +111,7 @@ def _label(job: JobResult, keys: Sequence[str]) -> str:
 def optimized_metric(jobs: Sequence[JobResult]) -> str:
     """The metric the jobs returned to the sweeper (their config's optimized_metric)."""
     for job in jobs:
-        config = job.run_dir / ".hydra" / "config.yaml"
+        config = job.run_dir / CONFIG_FILE
         if config.is_file():
             return str(OmegaConf.load(config).get("optimized_metric", "val_accuracy"))
     return "val_accuracy"

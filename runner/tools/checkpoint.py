@@ -16,9 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner.errors import ConfigError
-from runner.train import BEST_WEIGHTS, CHECKPOINTS, LABELS_FILE, LAST_WEIGHTS
+from runner.record.run_folder import BEST_WEIGHTS, CHECKPOINTS, CONFIG_FILE, LABELS_FILE, LAST_WEIGHTS
 
-CONFIG_FILE = Path(".hydra") / "config.yaml"
 WEIGHTS_FILES = {"best": BEST_WEIGHTS, "last": LAST_WEIGHTS}
 
 
