@@ -277,28 +277,6 @@ def test_the_versions_the_docs_name_are_pinned(file, pin):
     assert pin in (ROOT / file).read_text().splitlines(), f"{file} no longer pins {pin}"
 
 
-def test_the_constants_the_readme_states():
-    """README: `images_per_sec` leaves out the first 5 steps (read from the source: importing
-    runner.fit.callbacks imports TensorFlow); the digits are 1,797 8x8 images."""
-    from sklearn.datasets import load_digits
-
-    assert re.search(r"^WARMUP_STEPS = 5\b", (ROOT / "runner/fit/callbacks.py").read_text(), re.M)
-    assert load_digits().images.shape == (1797, 8, 8)
-
-
-STATED_IN_SOURCE = [  # (file, the line's text, what the docs say) - shell and launcher defaults
-    ("scripts/ascend/launch.sh", 'exec "${PYTHON:-python3}" -m runner.ascend "$@"',
-     "docs/ascend.md: $PYTHON, default python3"),
-    ("runner/ascend/scripts.py", 'device = settings.get("device", "npu")',
-     "docs/ascend.md: --device=cpu|gpu|npu, default npu"),
-]
-
-
-@pytest.mark.parametrize(("file", "text", "where"), STATED_IN_SOURCE)
-def test_the_script_defaults_the_docs_state(file, text, where):
-    assert text in [line.strip() for line in (ROOT / file).read_text().splitlines()], where
-
-
 def test_the_repository_cites_only_what_it_holds():
     """Code, docs and tests cite files of this repository or public sources: no design notes that
     live outside it (a reader of a clean checkout could not follow the reference)."""
