@@ -6,8 +6,8 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from data.pipeline import mixup
-from runner.hyperrule import apply_hyperrule, bit_hyperrule
-from runner.optim import base_learning_rate, build_schedule, uses_one_hot_labels
+from runner.fit.hyperrule import apply_hyperrule, bit_hyperrule
+from runner.fit.optim import base_learning_rate, build_schedule, uses_one_hot_labels
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
@@ -89,7 +89,7 @@ def test_optimisers_are_keras_2s_optimizer_v2_on_both_stacks(optimizer, tmp_path
     """docs/devices.md: the optimisers are Keras 2's OptimizerV2 family on both stacks
     (keras.optimizers.legacy on tf-keras 2.21), the family npu_device's wrapper and loss-scale
     optimiser patch."""
-    from runner.optim import build_optimizer
+    from runner.fit.optim import build_optimizer
 
     model = compose_config([f"model.optimizer={optimizer}"], tmp_path).model
     ancestors = [cls.__name__ for cls in type(build_optimizer(model, 64)).__mro__]

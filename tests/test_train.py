@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from runner.checkpoint import load_run, load_run_config
 from runner.errors import ConfigError
 from runner.evaluate import evaluate_run
 from runner.keras2 import keras
-from runner.report import read_history
-from runner.train import one_line, progress_verbosity, train
+from runner.record.run_folder import one_line, read_history
+from runner.tools.checkpoint import load_run, load_run_config
+from runner.train import progress_verbosity, train
 from tests.conftest import ON_ASCEND_STACK, compose_config
 from tests.data_fixtures import write_image_folder, write_tfds_folder
 
@@ -239,7 +239,7 @@ def test_early_stopping_brings_the_best_weights_back_when_training_runs_to_the_e
     stopped early or not, on both stacks (Keras 2.6 itself does only when it stopped early)."""
     import numpy as np
 
-    from runner.callbacks import ResumableEarlyStopping
+    from runner.fit.callbacks import ResumableEarlyStopping
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     early_stopping = ResumableEarlyStopping(tmp_path, tmp_path / "best_weights.h5", monitor="val_accuracy",

@@ -1,4 +1,4 @@
-"""Device config -> tf.distribute strategy. The NPU's options live in runner/npu.py."""
+"""Device config -> tf.distribute strategy. The NPU's options live in runner/device/npu.py."""
 from __future__ import annotations
 
 import logging
@@ -21,11 +21,11 @@ def set_up_device(cfg: Any) -> tf.distribute.Strategy:
     worker's CPU or all its GPUs). Takes the whole config: the NPU's options (precision, debug)
     must be set before the device opens. npu_device.open() installs an eager context of its own,
     which drops what was set on the one before: on the NPU the seed and determinism are set after
-    it, and the thread pools inside runner/npu.py, on the context open() keeps.
+    it, and the thread pools inside runner/device/npu.py, on the context open() keeps.
     """
     device_cfg = cfg.device
     if device_cfg.type == "npu":
-        from runner.npu import open_npu
+        from runner.device.npu import open_npu
 
         strategy = open_npu(cfg)
     else:
