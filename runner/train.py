@@ -176,7 +176,7 @@ def _log_speed_switches(model, train_data) -> None:
     """The speed switches as the model, TensorFlow and the pipeline hold them, not as configured:
     train.log shows what ran."""
     from data.pipeline import caches_in_memory
-    from runner.device.strategy import thread_pools
+    from runner.device.threads import thread_pools
     from runner.keras2 import compiled_switches
 
     switches = {**compiled_switches(model), **{f"threads.{k}": v for k, v in thread_pools().items()},

@@ -228,7 +228,8 @@ def test_options_are_set_before_open_and_the_id_comes_from_the_config(fake_npu, 
 def test_seed_and_thread_pools_hold_after_the_npu_opens(threads, tmp_path):
     """open() installs a new eager context (as the real adapter does): a seed or thread pools set
     on the one before would be lost. Two processes seeded alike draw alike."""
-    from runner.device.strategy import set_up_device, thread_pools
+    from runner.device.strategy import set_up_device
+    from runner.device.threads import thread_pools
     from runner.keras2 import keras
 
     cfg = compose_config(["device=npu", "seed=42", *threads], tmp_path)

@@ -12,7 +12,7 @@ once, when the device opens, and silently ignores later changes. Then:
   scaling; overflow read from the device's float status, or in INF/NaN mode found by Keras' check
   of the gradients);
 - TensorFlow's eager context is the adapter's from open() on: the global seed and op determinism
-  are set after it (runner/device/strategy.py), thread pools on that context before it (below);
+  is set after it (runner/device/strategy.py), thread pools on that context before it (below);
 - multi-card runs (device.num_devices>1, one process per card) shard the training data, all-reduce
   the gradients and broadcast the initial weights through `npu_device.distribute`, as the Ascend
   multi-card scripts do.
@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from runner.config.precision_modes import PRECISION_MODES
 from runner.device.debug import npu_debug_options
-from runner.device.strategy import configure_threads, thread_pools
+from runner.device.threads import configure_threads, thread_pools
 from runner.errors import ConfigError
 from runner.keras2 import STACK, keras, optimizers
 
