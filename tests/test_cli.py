@@ -133,7 +133,7 @@ def test_a_sweep_with_a_wrong_type_exits_2_before_any_job(tmp_path):
 
 def test_a_run_whose_loss_becomes_nan_exits_1_and_records_failed(tmp_path, toy_bit_run):
     run_dir = tmp_path / "run"
-    result = run_runner(*toy_bit_run, "model.learning_rate=1e30", f"hydra.run.dir={run_dir}")
+    result = run_runner(*toy_bit_run, "model.learning_rate=1e40", f"hydra.run.dir={run_dir}")
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     status = json.loads((run_dir / "status.json").read_text())
