@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -38,7 +39,11 @@ log = logging.getLogger("runner")
 FAILED_JOB_RESULT = None
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+# An absolute path: the `runner` command (`pip install -e .`) runs from any folder.
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from runner.train import train
 
@@ -90,7 +95,8 @@ def hydra_error_message(error: Exception) -> str:
     ))
 
 
-def _run() -> None:
+def run() -> None:
+    """`python -m runner` and the `runner` command (`pip install -e .`)."""
     try:
         sys.argv[1:] = expand_resume_argument(sys.argv[1:])
     except ConfigError as error:
@@ -111,4 +117,4 @@ def _run() -> None:
 
 
 if __name__ == "__main__":
-    _run()
+    run()

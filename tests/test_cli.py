@@ -1,9 +1,11 @@
 """`python -m runner` as a user runs it: real subprocesses, real exit codes, fast config commands."""
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +187,41 @@ def test_npu_without_its_adapter_exits_non_zero_and_writes_no_metrics(tmp_path):
         result.stderr
     )
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_the_command_reads_its_configs_from_any_working_folder(tmp_path):
+    """The `runner` command (pip install -e .) starts wherever the user is, not only in the clone."""
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "--cfg", "job", "model=bit"], capture_output=True, text=True,
+        env=runner_env(), cwd=tmp_path, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "name: bit" in result.stdout
+
+
+def test_the_project_builds_with_a_runner_command_and_its_packages(tmp_path):
+    """pyproject.toml: `pip install -e .` gives a `runner` command running runner.__main__.run, with
+    the runner, models and data packages (built here as a wheel, offline)."""
+    import importlib.metadata
+    import zipfile
+
+    setuptools_major = int(importlib.metadata.version("setuptools").split(".")[0])
+    if setuptools_major < 64:
+        pytest.skip(f"setuptools {setuptools_major} predates PEP 660 (pip's build takes a newer one)")
+    root, source = Path(__file__).resolve().parent.parent, tmp_path / "clone"
+    for folder in ("runner", "models", "data"):  # a copy: setuptools builds inside the source tree
+        shutil.copytree(root / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(root / "pyproject.toml", source)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+         str(tmp_path), str(source)], capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    with zipfile.ZipFile(next(tmp_path.glob("runner-*.whl"))) as wheel:
+        names = wheel.namelist()
+        entry_points = next(wheel.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    assert "runner = runner.__main__:run" in entry_points
+    assert {"runner/__main__.py", "runner/train.py", "models/bit.py", "data/pipeline.py"} <= set(names)
+    from runner.__main__ import run
+
+    assert callable(run)
