@@ -95,6 +95,8 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
         ("batch_sise=32", "batch_sise is not a key of the config. Did you mean batch_size?"),
         ("model.learning_rat=0.1", "Did you mean model.learning_rate?"),  # unknown key in a group
         ("batch_size=abc", "'abc' of type 'str' could not be converted to Integer"),  # wrong type
+        ("model.learning_rate=abc", "model.learning_rate=abc Value 'abc' of type 'str' could not be "
+                                    "converted to Float"),  # wrong type in a group
         ("device.type=tpu", "expected one of [cpu, gpu, npu]"),  # bad enum value
     ],
 )

@@ -76,6 +76,35 @@ def test_schema_rejects_a_wrong_type(tmp_path):
         compose_config(["batch_size=many"], tmp_path)
 
 
+@pytest.mark.parametrize("overrides,key", [
+    (["model.learning_rate=abc"], "model.learning_rate"),
+    (["model.momentum=x"], "model.momentum"),
+    (["model.filters=wide"], "model.filters"),
+    (["model.schedule=cosine"], "model.schedule"),
+    (["model=bit", "model.block_units=[3,four]"], "model.block_units"),
+    (["model=bit", "model.trainable_backbone=maybe"], "model.trainable_backbone"),
+    (["dataset.image_size=abc"], "dataset.image_size"),
+    (["dataset=image_folder", "dataset.path=/x", "dataset.val_fraction=most"], "dataset.val_fraction"),
+    (["dataset=tf_flowers", "dataset.data_dir=/x", "dataset.image_size=big"], "dataset.image_size"),
+])
+def test_model_and_dataset_values_of_the_wrong_type_fail_composing(tmp_path, overrides, key):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(overrides, tmp_path)
+    assert key in str(info.value)
+
+
+@pytest.mark.parametrize("group", ["model", "dataset"])
+def test_every_model_and_dataset_option_is_typed(tmp_path, group):
+    """A new model or dataset file without a schema in its defaults list fails here."""
+    from omegaconf import OmegaConf
+
+    from runner.config.schema import GROUP_SCHEMAS
+
+    for option in sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")):
+        cfg = compose_config([f"{group}={option}"], tmp_path)
+        assert OmegaConf.get_type(cfg[group]) in GROUP_SCHEMAS.values(), option
+
+
 def test_unknown_key_is_rejected(tmp_path):
     with pytest.raises((ConfigCompositionException, ConfigKeyError)):
         compose_config(["model.fliters=8"], tmp_path)
@@ -101,8 +130,9 @@ def test_the_rule_for_models_and_datasets(tmp_path):
     and picks tf_flowers; resizer_densenet sets batch_size and epochs and names no dataset (densenet
     extends it); a dataset file sets dataset.* only."""
     assert recipe_keys("bit") == ({"batch_size", "epochs", "steps_per_epoch"},
-                                  [{"override /dataset": "tf_flowers"}])
-    assert recipe_keys("resizer_densenet") == ({"batch_size", "epochs"}, [])
+                                  ["/bit_model_schema@model", {"override /dataset": "tf_flowers"}])
+    assert recipe_keys("resizer_densenet") == (
+        {"batch_size", "epochs"}, ["/resizer_densenet_model_schema@model", "_self_"])
     assert recipe_keys("densenet") == (set(), ["resizer_densenet", "_self_"])
     assert compose_config(["model=resizer_densenet"], tmp_path).steps_per_epoch is None
     default = compose_config([], tmp_path)

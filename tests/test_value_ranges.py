@@ -50,5 +50,5 @@ def test_a_negative_learning_rate_stops_the_command_at_once_without_tensorflow(t
         capture_output=True, text=True, env=runner_env(), timeout=60,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "model.learning_rate=-1 is out of range" in result.stderr
+    assert "model.learning_rate=-1.0 is out of range" in result.stderr  # a float, as the schema types it
     assert not any(line.rstrip().endswith("| tensorflow") for line in result.stderr.splitlines())

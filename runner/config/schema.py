@@ -1,9 +1,10 @@
 """Structured-config schemas: typos and bad enumeration values fail while Hydra composes.
 
-Only what has a fixed shape is typed here (top-level keys, device, precision, debug).
-Model and dataset files differ by family; OmegaConf's struct mode still rejects unknown keys.
-OmegaConf evaluates these annotations, and Python 3.9 (the Ascend stack) cannot evaluate
-`int | None`: hence `Optional[int]`.
+Every group is typed: top-level keys, device, precision, debug here in RunConfig; model and dataset
+files by family (BitModel, ResizerDensenetModel, TfdsDataset, ...), each file naming its schema
+first in its defaults list. The YAML files hold the values (and say what they mean); the model and
+dataset schemas hold only the types. OmegaConf evaluates these annotations, and Python 3.9 (the
+Ascend stack) cannot evaluate `int | None`: hence `Optional[int]`.
 """
 
 from dataclasses import dataclass, field
@@ -179,6 +180,112 @@ class LoggerConfig:
     mlflow: Optional[MlflowLogger] = None
 
 
+class Optimizer(Choice):
+    sgd = "sgd"
+    adam = "adam"
+
+
+class Schedule(Choice):
+    """runner/fit/optim.py's learning-rate schedules."""
+
+    constant = "constant"
+    piecewise = "piecewise"
+    hyperrule = "hyperrule"
+
+
+class Backbone(Choice):
+    hub = "hub"  # the SavedModel model.handle names
+    native = "native"  # models/resnetv2.py
+
+
+@dataclass
+class TrainingRecipe:
+    """What every model file sets: the optimiser, its schedule, augmentation and loss."""
+
+    name: str = MISSING
+    flip: bool = MISSING
+    crop_size: Optional[int] = MISSING
+    optimizer: Optimizer = MISSING
+    learning_rate: float = MISSING
+    momentum: float = MISSING
+    lr_reference_batch: Optional[int] = MISSING
+    schedule: Schedule = MISSING
+    lr_boundaries: list[int] = MISSING
+    lr_decay: float = MISSING
+    lr_warmup_steps: int = MISSING
+    mixup_alpha: float = MISSING
+    label_smoothing: float = MISSING
+    from_logits: bool = MISSING
+    early_stopping_patience: Optional[int] = MISSING
+
+
+@dataclass
+class BitModel(TrainingRecipe):
+    """conf/model/bit.yaml."""
+
+    handle: str = MISSING
+    cache_dir: str = MISSING
+    backbone: Backbone = MISSING
+    weights: Optional[str] = MISSING
+    block_units: list[int] = MISSING
+    width_factor: int = MISSING
+    trainable_backbone: bool = MISSING
+
+
+@dataclass
+class ResizerDensenetModel(TrainingRecipe):
+    """conf/model/resizer_densenet.yaml and densenet.yaml."""
+
+    learnable_resizer: bool = MISSING
+    target_size: Optional[int] = MISSING
+    filters: int = MISSING
+    num_res_blocks: int = MISSING
+    interpolation: str = MISSING
+    bn_momentum: float = MISSING
+
+
+@dataclass
+class TfdsDataset:
+    """conf/dataset/tf_flowers.yaml, cats_vs_dogs.yaml: a prepared TFDS folder."""
+
+    source: str = MISSING
+    name: str = MISSING
+    data_dir: str = MISSING
+    version: Optional[str] = MISSING
+    train_split: str = MISSING
+    val_split: str = MISSING
+    image_size: int = MISSING
+
+
+@dataclass
+class DigitsDataset:
+    """conf/dataset/digits.yaml."""
+
+    source: str = MISSING
+    name: str = MISSING
+    image_size: int = MISSING
+    val_fraction: float = MISSING
+
+
+@dataclass
+class ImageFolderDataset:
+    """conf/dataset/image_folder.yaml."""
+
+    source: str = MISSING
+    name: str = MISSING
+    path: str = MISSING
+    image_size: int = MISSING
+    val_fraction: float = MISSING
+
+
+# Named in the model and dataset files' defaults lists (`- /bit_model_schema@model`).
+GROUP_SCHEMAS = {
+    "bit_model_schema": BitModel, "resizer_densenet_model_schema": ResizerDensenetModel,
+    "tfds_dataset_schema": TfdsDataset, "digits_dataset_schema": DigitsDataset,
+    "image_folder_dataset_schema": ImageFolderDataset,
+}
+
+
 @dataclass
 class RunConfig:
     dataset: Any = MISSING
@@ -205,5 +312,7 @@ class RunConfig:
 
 
 ConfigStore.instance().store(name="schema", node=RunConfig)
+for _name, _schema in GROUP_SCHEMAS.items():
+    ConfigStore.instance().store(name=_name, node=_schema)
 # conf/hparams_search/optuna.yaml: the sweeper's direction follows optimized_metric.
 OmegaConf.register_new_resolver("runner.direction", direction, replace=True)
