@@ -65,15 +65,16 @@ def run(job_file: Path, result_file: Path) -> None:
         import cloudpickle  # after the pinning: unpickling imports the task's modules
 
         job = cloudpickle.loads(job_file.read_bytes())
-        job_return = _run_job(**job)
-        record["run_dir"] = str(job_return.hydra_cfg.hydra.runtime.output_dir)
+        job_return = _run_job(record, **job)
     finally:
         record.update(process_ended=time.time(), threads_affinity=_threads_cores())
         _write(result_file, {"job_return": job_return, "record": record})
 
 
-def _run_job(hydra_context: Any, sweep_config: Any, task_function: Any, singleton_state: Any) -> Any:
-    """What Hydra's joblib and submitit launchers do in their workers."""
+def _run_job(record: dict[str, Any], hydra_context: Any, sweep_config: Any, task_function: Any,
+             singleton_state: Any) -> Any:
+    """What Hydra's joblib and submitit launchers do in their workers; the job's folder goes into
+    the record first, so that a job stopped before it returns is recorded with its folder too."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
     from hydra.core.utils import run_job, setup_globals
@@ -81,6 +82,8 @@ def _run_job(hydra_context: Any, sweep_config: Any, task_function: Any, singleto
     setup_globals()
     Singleton.set_state(singleton_state)
     HydraConfig.instance().set_config(sweep_config)
+    sweep = sweep_config.hydra.sweep
+    record["run_dir"] = os.path.abspath(os.path.join(str(sweep.dir), str(sweep.subdir)))  # as run_job
     return run_job(hydra_context=hydra_context, config=sweep_config, task_function=task_function,
                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 

@@ -68,7 +68,7 @@ class DevicePool:
         pending, outcomes = list(jobs), {}
         with tempfile.TemporaryDirectory(prefix="device_pool-") as tmp, self._forwarding_signals():
             try:
-                while pending or self.running:
+                while self.running or (pending and self.stop_signal is None):
                     self._start_what_fits(pending, pickle_job, Path(tmp))
                     self._kill_if_stop_overdue()
                     for ended in self._reap():
