@@ -281,3 +281,40 @@ def test_each_npu_job_opens_the_card_the_pool_gave_it(npu_sweep):
     for job in jobs:
         fake = json.loads((npu_sweep["root"] / f"fake-{job['pid']}.json").read_text())
         assert fake["opened"]["name"].endswith("NPU:" + job["device"].split(":")[1]), (job, fake)
+
+
+# --- a job whose process is killed counts as failed; its device goes on ----------------------------
+
+@pytest.fixture(scope="module")
+def killed_job(tmp_path_factory, toy_bit_run) -> dict:
+    """One core, two jobs; the first job's process is SIGKILLed (as the kernel's out-of-memory
+    killer would) once it has completed an epoch."""
+    sweep_dir = tmp_path_factory.mktemp("pool_kill") / "sweep"
+    overrides = [*[a for a in toy_bit_run if not a.startswith(("epochs=", "steps_per_epoch="))],
+                 *LONG_JOBS, "hydra/launcher=device_pool", "hydra.launcher.devices=[[0]]", "seed=1,2",
+                 f"hydra.sweep.dir={sweep_dir}"]
+    sweep = subprocess.Popen(sweep_command(*overrides), env=runner_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, first = time.monotonic() + 600, None
+        while first is None and time.monotonic() < deadline and sweep.poll() is None:
+            folders = list(sweep_dir.glob("*seed=1*")) if sweep_dir.is_dir() else []
+            if folders and epochs_done(folders[0]) >= 1:
+                first = folders[0]
+            time.sleep(0.5)
+        pid = status(first)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        output, _ = sweep.communicate(timeout=600)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    return {"dir": sweep_dir, "pid": pid, "code": sweep.returncode, "output": output}
+
+
+def test_a_killed_job_counts_as_failed_and_the_next_job_gets_its_device(killed_job):
+    assert killed_job["code"] == 1, killed_job["output"][-3000:]
+    first, second = sorted(records(killed_job["dir"]), key=lambda job: job["job"])
+    assert (first["pid"], first["ended_as"], first["exit_code"]) == (killed_job["pid"], "died", -9)
+    assert second["ended_as"] == "returned" and second["started"] >= first["ended"]
+    with open(killed_job["dir"] / "summary.csv") as f:
+        assert [row["status"] for row in csv.DictReader(f)] == ["interrupted", "finished"]
