@@ -20,11 +20,12 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from bench import plain_keras
-from runner.callbacks import WARMUP_STEPS, StepLogger
-from runner.datasets import build_splits, load_source
+from runner.fit.callbacks import WARMUP_STEPS, StepLogger
+from runner.fit.datasets import build_splits, load_source
+from runner.fit.network import compiled_model
+from runner.fit.optim import uses_one_hot_labels
 from runner.keras2 import keras, reset_session
-from runner.optim import uses_one_hot_labels
-from runner.train import compiled_model, train
+from runner.train import train
 
 QUIET = 10**9  # log_steps for a meter that should not log
 

@@ -29,8 +29,8 @@ from bench.rates import (
 )
 from bench.report import Row
 from bench.sizes import BenchSize
-from runner.callbacks import WARMUP_STEPS, StepLogger
 from runner.errors import ConfigError
+from runner.fit.callbacks import WARMUP_STEPS, StepLogger
 from runner.keras2 import compile_options
 from tests.conftest import compose_config
 

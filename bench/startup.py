@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.conftest import runner_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FIRST_STEP_MARK = "first training step finished"  # runner/callbacks.py StepLogger
+FIRST_STEP_MARK = "first training step finished"  # runner/fit/callbacks.py StepLogger
 LOG_TIME_FORMAT = "%Y-%m-%d %H:%M:%S,%f"  # logging's asctime
 TIMEOUT_S = 600
 

@@ -1,14 +1,14 @@
 """`python -m runner [overrides]`: a thin Hydra shell around runner.train.train.
 
 `python -m runner resume=<run dir>` continues a stopped run with the overrides it was started
-with (runner/resume.py). How a run ends decides the exit status:
+with (runner/record/resume.py). How a run ends decides the exit status:
 
 - single run: 0 finished; 2 bad config, an output folder that cannot be written, or a run folder
   another process holds (one paragraph, no traceback); 1 failed (NaN loss, out of memory, a bug);
   130/143 stopped by Ctrl-C/SIGTERM (resumable).
 - multirun (-m): a failed job is recorded in its folder (status.json) and the sweep goes on; a job
   whose folder another process holds is skipped, writing nothing; at the end
-  runner.summarize.SweepSummary writes the summary and exits 1 if any job did not finish. Ctrl-C or
+  runner.record.summarize.SweepSummary writes the summary and exits 1 if any job did not finish. Ctrl-C or
   SIGTERM stops the whole sweep (130/143); the same command with hydra.sweep.dir=<that folder>
   skips finished jobs and resumes the others.
 """
@@ -25,10 +25,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-import runner.schema  # noqa: F401  (registers the config schemas)
+import runner.config.schema  # noqa: F401  (registers the config schemas)
 from runner.errors import ConfigError, RunInterrupted
-from runner.resume import expand_resume_argument
-from runner.run_folder import RunFolderBusy
+from runner.record.lock import RunFolderBusy
+from runner.record.resume import expand_resume_argument
 
 log = logging.getLogger("runner")
 
@@ -73,7 +73,7 @@ def hydra_error_message(error: Exception) -> str:
     """Hydra's message and the first line of the OmegaConf error under it (the part naming the
     type or the allowed values), in one paragraph, without Hydra's search path and OmegaConf's
     key metadata; ConfigError folds the option lists Hydra prints one per line."""
-    from runner.checks import did_you_mean
+    from runner.config.checks import did_you_mean
 
     message = str(error).split("Config search path:")[0]
     cause = error.__cause__

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runner.checkpoint import LoadedRun, load_run, predict_outputs, to_probabilities
-from runner.cli import Arguments, Tool, run_tool
 from runner.errors import ConfigError
-from runner.report import write_json_atomic
+from runner.record.run_folder import EVAL_DIR, METRICS_FILE, write_json_atomic
+from runner.tools.checkpoint import LoadedRun, load_run, predict_outputs, to_probabilities
+from runner.tools.cli import Arguments, Tool, run_tool
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -54,7 +54,7 @@ def split_folder_name(split: str) -> str:
 
 def _split_source(run: LoadedRun, split: str):
     """(unbatched split, its spec) from the run's own data source."""
-    from runner.datasets import load_source
+    from runner.fit.datasets import load_source
 
     dataset_cfg = run.cfg.dataset
     if split in ("val", "train"):
@@ -103,7 +103,7 @@ def mean_loss(run: LoadedRun, predictions: Predictions) -> float:
     """The run's own training loss (label smoothing, logits) averaged over the split, as Keras does."""
     import tensorflow as tf
 
-    from runner.optim import build_loss, uses_one_hot_labels
+    from runner.fit.optim import build_loss, uses_one_hot_labels
 
     labels = predictions.labels
     if uses_one_hot_labels(run.cfg.model):
@@ -190,9 +190,9 @@ def evaluate_run(run: LoadedRun, split: str = "val") -> dict[str, Any]:
     }
     # eval/val/ holds the default (best) checkpoint's figures; which=last gets eval/val-last/.
     suffix = "" if run.which == "best" else f"-{run.which}"
-    folder = run.run_dir / "eval" / (split_folder_name(split) + suffix)
+    folder = run.run_dir / EVAL_DIR / (split_folder_name(split) + suffix)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / "metrics.json", metrics)
+    write_json_atomic(folder / METRICS_FILE, metrics)
     write_per_class_tables(metrics["per_class"], folder)
     plot_confusion_matrix(
         metrics["confusion_matrix"], run.class_names, folder / "confusion_matrix.png",

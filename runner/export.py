@@ -11,9 +11,9 @@ the softmax applied in the signature.
 
 from pathlib import Path
 
-from runner.checkpoint import LoadedRun, load_run
-from runner.cli import Arguments, Tool, run_tool
 from runner.errors import ConfigError
+from runner.tools.checkpoint import LoadedRun, load_run
+from runner.tools.cli import Arguments, Tool, run_tool
 
 TOOL = Tool(
     name="export",

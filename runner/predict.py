@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from data.checks import IMAGE_SUFFIXES, has_image_signature
-from runner.checkpoint import LoadedRun, load_run, predict_outputs, to_probabilities
-from runner.cli import Arguments, Tool, parse_int, run_tool
 from runner.errors import ConfigError
+from runner.tools.checkpoint import LoadedRun, load_run, predict_outputs, to_probabilities
+from runner.tools.cli import Arguments, Tool, parse_int, run_tool
 
 TOOL = Tool(
     name="predict",

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-import runner.schema  # noqa: F401  (registers the config schemas)
-from runner.checks import installed_tensorflow
+import runner.config.schema  # noqa: F401  (registers the config schemas)
+from runner.config.checks import installed_tensorflow
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 

@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from runner.checkpoint import load_run, load_run_config
 from runner.errors import ConfigError
-from runner.evaluate import evaluate_run, predict_split
+from runner.evaluate import classification_metrics, evaluate_run, predict_split
 from runner.export import export_run
 from runner.predict import Prediction, format_prediction, predict_files
-from runner.report import read_history
+from runner.record.run_folder import read_history
+from runner.tools.checkpoint import load_run, load_run_config
 from runner.train import train
 from tests.bit_fixtures import write_bit_savedmodel
 from tests.conftest import compose_config, runner_env
@@ -61,7 +61,7 @@ def bit_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def val_images(bit_run, tmp_path_factory):
     """The run's validation images as files (TFDS stores them as PNG: the bytes are lossless)."""
-    from runner.datasets import load_source
+    from runner.fit.datasets import load_source
 
     cfg = load_run_config(bit_run[0])
     folder = tmp_path_factory.mktemp("val_images")
@@ -136,7 +136,7 @@ def test_a_tfds_split_string_gets_a_folder_name():
 
 def test_predict_uses_the_evaluation_preprocessing(bit_run, val_images):
     run = load_run(bit_run[0])
-    from runner.checkpoint import to_probabilities
+    from runner.tools.checkpoint import to_probabilities
 
     evaluated = to_probabilities(predict_split(run, "val").outputs, from_logits=True)
     predicted = predict_files(run, val_images)
@@ -290,3 +290,17 @@ def test_confusion_matrix_counts_are_written_up_to_20_classes(classes, annotated
     assert len(confusion_figure(matrix, names, "t").axes[0].texts) == annotated
     plot_confusion_matrix(matrix, names, tmp_path / "c.png", "t")
     assert (tmp_path / "c.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_classification_metrics_on_hand_made_predictions():
+    """Three cats (one called a cat, two called dogs) and one dog, called a dog: cat precision 1,
+    recall 1/3; dog precision 1/3, recall 1. The confusion matrix has a row per true class."""
+    labels = np.array([0, 0, 0, 1])
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.3, 0.7]])
+    report = classification_metrics(labels, probabilities, ["cat", "dog"])
+    assert report["accuracy"] == 0.5 and report["examples"] == 4
+    cat, dog = report["per_class"]["cat"], report["per_class"]["dog"]
+    assert (cat["precision"], cat["recall"], cat["support"]) == (1.0, pytest.approx(1 / 3), 3)
+    assert (dog["precision"], dog["recall"], dog["support"]) == (pytest.approx(1 / 3), 1.0, 1)
+    assert report["confusion_matrix"] == [[1, 2], [0, 1]]
+    assert report["macro_avg"]["precision"] == pytest.approx(2 / 3)

@@ -92,7 +92,7 @@ def assert_the_runner_ran_train_with_the_steps_asked(work) -> None:
     """One runner run folder per round, each fitting the warm-up steps plus --steady-steps."""
     from omegaconf import OmegaConf
 
-    from runner.callbacks import WARMUP_STEPS
+    from runner.fit.callbacks import WARMUP_STEPS
 
     configs = [OmegaConf.load(path) for path in work.glob("runner-bit-*/run/.hydra/config.yaml")]
     assert len(configs) == 2
@@ -183,7 +183,7 @@ def test_the_plain_resizer_script_trains_the_runners_network():
     DenseNet included, were compared by hand on the default stack: 6,976,141 trainable weights
     each, 2026-11-26; building DenseNet-121 twice would cost this test 13 s.)"""
     from models.resizer import learnable_resizer
-    from runner.network import resizer_target_size
+    from runner.fit.network import resizer_target_size
 
     side = QUICK.resizer_side
     model_cfg = compose_config(["dataset=digits", f"dataset.image_size={side}"]).model
@@ -311,7 +311,7 @@ def test_stacks_pool_rounds_per_stack_and_compare_img_s_turn_by_turn():
 def test_the_quickstart_takes_115_steps():
     """docs/performance.md: "the quickstart (115 steps, plus the evaluation step's own compile)
     never earns [XLA's compile] back": 5 epochs of one pass over digits' training split."""
-    from runner.datasets import count_examples, load_source
+    from runner.fit.datasets import count_examples, load_source
 
     cfg = compose_config([])
     assert cfg.steps_per_epoch is None  # one pass over the split per epoch

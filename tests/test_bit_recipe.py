@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from runner.checkpoint import load_run
 from runner.evaluate import evaluate_run
-from runner.network import build_network
-from runner.report import read_history
+from runner.fit.network import build_network
+from runner.record.run_folder import read_history
+from runner.tools.checkpoint import load_run
 from runner.train import train
 from tests.bit_fixtures import write_bit_savedmodel, write_tar_gz
 from tests.conftest import compose_config

@@ -2,7 +2,7 @@
 
 import pytest
 
-from runner.checks import check_config
+from runner.config.checks import check_config
 from runner.errors import ConfigError
 from tests.conftest import compose_config
 

@@ -36,7 +36,7 @@ def test_a_real_run_writes_its_run_directory(tmp_path, toy_bit_run):
     assert env["device"]["strategy"] == "_DefaultDistributionStrategy"
     assert metrics["precision_policy"] == "float32"
     # docs/sweeps.md: the run held run.lock until its end (its pid and host stay in the file).
-    from runner.run_folder import lock_holder, read_holder
+    from runner.record.lock import lock_holder, read_holder
 
     assert lock_holder(run_dir) is None
     assert read_holder(run_dir).host == socket.gethostname()

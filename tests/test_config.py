@@ -113,7 +113,7 @@ def test_the_rule_for_models_and_datasets(tmp_path):
 
 def test_a_null_target_size_is_half_the_input():
     """README: the resizer's output side is model.target_size (null: half the input, 300 -> 150)."""
-    from runner.network import resizer_target_size
+    from runner.fit.network import resizer_target_size
 
     model = compose_config(["model.target_size=null"]).model
     assert (resizer_target_size(model, 300), resizer_target_size(model, 64)) == (150, 32)

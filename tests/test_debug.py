@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner.debug import FUSION_OPTIMIZERS, tf_debug_tools
+from runner.device.debug import FUSION_OPTIMIZERS, tf_debug_tools
 from runner.keras2 import keras
 from tests.conftest import compose_config
 

@@ -9,9 +9,9 @@ import sys
 import pytest
 import tensorflow as tf
 
+from runner.device.precision import policy_for
+from runner.device.workers import Worker, current_worker, worker_run_dir
 from runner.errors import ConfigError
-from runner.precision import policy_for
-from runner.workers import Worker, current_worker, worker_run_dir
 from tests.conftest import TINY_RUN, compose_config, runner_env, wait_for_all
 
 HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
@@ -39,7 +39,7 @@ def test_precision_mode_to_keras_policy(mode, caplog):
     assert compose_config([f"precision={mode}"]).precision.mode == mode  # the group has the mode
     assert policy_for(mode, "gpu") == GPU_POLICY[mode]
     assert policy_for(mode, "npu") == "float32"
-    with caplog.at_level(logging.INFO, logger="runner.precision"):
+    with caplog.at_level(logging.INFO, logger="runner.device.precision"):
         assert policy_for(mode, "cpu") == "float32"
     falls_back = f"precision={mode} falls back to float32 on the CPU" in caplog.text
     assert falls_back == (GPU_POLICY[mode] != "float32")
@@ -98,7 +98,7 @@ def free_ports(count):
 
 def test_multi_worker_input_is_split_by_element_not_by_file(tmp_path):
     """A TFDS split of one tfrecord file cannot be split by file over two workers."""
-    from runner.datasets import build_splits, load_source
+    from runner.fit.datasets import build_splits, load_source
 
     policy = tf.data.experimental.AutoShardPolicy
     for multi_worker, expected in ((True, policy.DATA), (False, policy.AUTO)):

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.report import read_history
-from runner.resume import backup_epoch
+from runner.record.run_folder import backup_epoch, read_history
 from tests.conftest import runner_env
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
@@ -156,9 +155,9 @@ def test_each_restart_took_over_the_killed_runs_folder(killed_and_restarted):
 
 
 def test_best_and_last_weights_load_and_evaluate_and_export_work(killed_and_restarted, tmp_path):
-    from runner.checkpoint import load_run
     from runner.evaluate import evaluate_run
     from runner.export import export_run
+    from runner.tools.checkpoint import load_run
 
     run_dir, _, _ = killed_and_restarted
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -223,8 +222,8 @@ def test_a_resumed_early_stopped_run_trains_no_further_epoch(early_stopped_kille
 
 
 def test_a_resumed_early_stopped_run_evaluates_the_best_epochs_weights(early_stopped_killed_and_resumed):
-    from runner.checkpoint import load_run
     from runner.evaluate import evaluate_run
+    from runner.tools.checkpoint import load_run
 
     run_dir, before, _ = early_stopped_killed_and_resumed
     rows = before["history"]
@@ -243,7 +242,7 @@ def test_weights_are_written_beside_the_file_and_renamed_over_it(tmp_path):
     leaves the previous file whole: a reader of the previous file still reads all of it."""
     import numpy as np
 
-    from runner.callbacks import AtomicModelCheckpoint
+    from runner.fit.callbacks import AtomicModelCheckpoint
     from runner.keras2 import keras
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
@@ -265,7 +264,7 @@ def test_weights_are_written_beside_the_file_and_renamed_over_it(tmp_path):
 
 def test_metrics_and_status_json_are_replaced_whole(tmp_path):
     """README: metrics.json is written atomically; a reader sees the previous file or the new one."""
-    from runner.report import write_json_atomic
+    from runner.record.run_folder import write_json_atomic
 
     path = tmp_path / "metrics.json"
     write_json_atomic(path, {"epochs_completed": 1})

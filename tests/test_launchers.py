@@ -78,7 +78,7 @@ def test_the_jobs_ran_at_once_each_in_a_process_of_its_own(sweep):
     one had written its metrics.json."""
     from datetime import datetime
 
-    from runner.run_folder import read_holder
+    from runner.record.lock import read_holder
 
     holders = [read_holder(job_dir(sweep, job)) for job in JOBS]
     assert holders[0].pid != holders[1].pid

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.checks import check_config
+from runner.config.checks import check_config
+from runner.device.npu import _set_options, import_npu_device, npu_options, open_npu
 from runner.errors import ConfigError
-from runner.npu import _set_options, import_npu_device, npu_options, open_npu
 from runner.train import train
 from tests.conftest import (
     CONF_DIR,
@@ -228,7 +228,8 @@ def test_options_are_set_before_open_and_the_id_comes_from_the_config(fake_npu, 
 def test_seed_and_thread_pools_hold_after_the_npu_opens(threads, tmp_path):
     """open() installs a new eager context (as the real adapter does): a seed or thread pools set
     on the one before would be lost. Two processes seeded alike draw alike."""
-    from runner.device import set_up_device, thread_pools
+    from runner.device.strategy import set_up_device
+    from runner.device.threads import thread_pools
     from runner.keras2 import keras
 
     cfg = compose_config(["device=npu", "seed=42", *threads], tmp_path)
@@ -271,8 +272,8 @@ LOSS_SCALED = {"allow_fp32_to_fp16", "force_fp16", "allow_mix_precision", "allow
 def test_float16_modes_scale_the_loss_and_several_cards_wrap_that(precision, fake_npu, tmp_path):
     """On several cards npu_distributed_keras_optimizer_wrapper goes around the loss-scale
     optimiser (it patches apply_gradients on that instance)."""
+    from runner.device.npu import npu_optimizer
     from runner.keras2 import optimizers
-    from runner.npu import npu_optimizer
 
     loss_scale = fake_npu.train.optimizer.NpuLossScaleOptimizer
     for cards in (1, 2):
@@ -292,8 +293,8 @@ def test_loss_scaling_skips_overflowing_steps_in_both_overflow_modes(sat_mode, p
     the loss scale halves; a finite step is applied."""
     import numpy as np
 
+    from runner.device.npu import npu_optimizer
     from runner.keras2 import keras, optimizers
-    from runner.npu import npu_optimizer
 
     cfg = compose_config(["device=npu", "precision=allow_mix_precision"], tmp_path)
     open_npu(cfg)

@@ -6,8 +6,8 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from data.pipeline import mixup
-from runner.hyperrule import apply_hyperrule, bit_hyperrule
-from runner.optim import base_learning_rate, build_schedule, uses_one_hot_labels
+from runner.fit.hyperrule import apply_hyperrule, bit_hyperrule
+from runner.fit.optim import base_learning_rate, build_schedule, uses_one_hot_labels
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
@@ -46,6 +46,11 @@ def test_warmup_rises_linearly_then_follows_the_schedule(tmp_path):
         (3_120, 240, ((100, (200, 300, 400), 500), 0.0, (512, 480))),
         (50_000, 32, ((500, (3000, 6000, 9000), 10_000), 0.1, (160, 128))),
         (1_000_000, 500, ((500, (6000, 12_000, 18_000), 20_000), 0.1, (512, 480))),
+        # The boundaries: below 20k examples is small, below 500k medium; below 96x96 pixels small.
+        (19_999, 96, ((100, (200, 300, 400), 500), 0.0, (512, 480))),
+        (20_000, 95, ((500, (3000, 6000, 9000), 10_000), 0.1, (160, 128))),
+        (499_999, 96, ((500, (3000, 6000, 9000), 10_000), 0.1, (512, 480))),
+        (500_000, 95, ((500, (6000, 12_000, 18_000), 20_000), 0.1, (160, 128))),
     ],
 )
 def test_hyperrule_table(examples, side, expected):
@@ -84,7 +89,7 @@ def test_optimisers_are_keras_2s_optimizer_v2_on_both_stacks(optimizer, tmp_path
     """docs/devices.md: the optimisers are Keras 2's OptimizerV2 family on both stacks
     (keras.optimizers.legacy on tf-keras 2.21), the family npu_device's wrapper and loss-scale
     optimiser patch."""
-    from runner.optim import build_optimizer
+    from runner.fit.optim import build_optimizer
 
     model = compose_config([f"model.optimizer={optimizer}"], tmp_path).model
     ancestors = [cls.__name__ for cls in type(build_optimizer(model, 64)).__mro__]

@@ -17,14 +17,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from runner.errors import ConfigError, RunInterrupted
-from runner.report import read_history
-from runner.resume import (
-    StopSignals,
-    check_same_config,
-    expand_resume_argument,
-    resume_command,
-    trim_history,
-)
+from runner.record.resume import StopSignals, expand_resume_argument, trim_history
+from runner.record.run_folder import check_same_config, read_history, resume_command
 from tests.conftest import compose_config, runner_env
 from tests.data_fixtures import write_image_folder
 
@@ -138,8 +132,8 @@ def test_resumed_run_continues_from_its_last_epoch(stopped_and_resumed, resumabl
 def test_the_best_checkpoint_is_the_best_of_every_attempt(stopped_and_resumed):
     """docs/sweeps.md: the best checkpoint keeps the best val_accuracy of all attempts (the resumed
     attempt's first epoch is saved only if it beats the stopped attempt's)."""
-    from runner.checkpoint import load_run
     from runner.evaluate import evaluate_run
+    from runner.tools.checkpoint import load_run
 
     run_dir, _, _ = stopped_and_resumed
     best = max(float(row["val_accuracy"]) for row in history_rows(run_dir))
@@ -155,7 +149,7 @@ def test_early_stopping_patience_counts_the_epochs_before_the_resume(tmp_path):
     first resumed epoch without a gain must stop training and bring back the best weights."""
     import numpy as np
 
-    from runner.callbacks import ResumableEarlyStopping
+    from runner.fit.callbacks import ResumableEarlyStopping
     from runner.keras2 import keras
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])

@@ -18,15 +18,15 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from runner.errors import ConfigError
-from runner.report import current_status
-from runner.resume import resume_command
-from runner.run_folder import LOCK_FILE, RunFolderBusy, hold_run_folder, lock_holder
+from runner.record.lock import LOCK_FILE, RunFolderBusy, hold_run_folder, lock_holder
+from runner.record.report import current_status
+from runner.record.run_folder import resume_command
 from tests.conftest import CONF_DIR, runner_env
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
 
 HOLD_SCRIPT = (
-    "import sys, time\nfrom pathlib import Path\nfrom runner.run_folder import hold_run_folder\n"
+    "import sys, time\nfrom pathlib import Path\nfrom runner.record.lock import hold_run_folder\n"
     "with hold_run_folder(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(600)\n"
 )
 

@@ -9,8 +9,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from runner.callbacks import StepLogger
-from runner.datasets import should_cache
+from runner.fit.callbacks import StepLogger
+from runner.fit.datasets import should_cache
 from tests.conftest import ON_ASCEND_STACK, compose_config, runner_env
 
 MB = 1 << 20
@@ -83,8 +83,8 @@ def test_the_run_compiles_without_xla_by_default(switched_run):
 @pytest.mark.skipif(ON_ASCEND_STACK, reason="TF 2.6's Model.compile has no jit_compile")
 def test_jit_compile_reaches_the_compiled_model(toy_bit_run):
     """compiled_model is what train() compiles with; the flag is read back from the model."""
+    from runner.fit.network import compiled_model
     from runner.keras2 import compiled_switches
-    from runner.train import compiled_model
 
     model = compiled_model(compose_config([*toy_bit_run, "jit_compile=true"]), num_classes=10)
     assert compiled_switches(model)["jit_compile"] is True
@@ -112,7 +112,7 @@ def test_pipeline_cache_reaches_the_training_pipeline(switched_run):
 def test_the_default_pipeline_caches_what_fits(tmp_path, toy_bit_run):
     """The other side of the last test: digits fits the default budget, so the pipeline caches."""
     from data.pipeline import caches_in_memory
-    from runner.datasets import build_splits, load_source
+    from runner.fit.datasets import build_splits, load_source
 
     cfg = compose_config(toy_bit_run, tmp_path)
     splits = build_splits(cfg, load_source(cfg.dataset, cfg.seed), drop_remainder=False, shard=None)

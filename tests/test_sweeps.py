@@ -215,21 +215,21 @@ def test_the_run_writes_hydra_s_files_itself_and_joblib_has_a_worker_per_core():
 
 def test_optuna_search_space_composes():
     """docs/sweeps.md: TPE seeded by `seed`, the study `search` stored in <sweep folder>/optuna.db,
-    and the callback that continues a stored study (runner.search.ContinueStudy)."""
+    and the callback that continues a stored study (runner.config.search.ContinueStudy)."""
     cfg = compose_with_hydra(["hparams_search=optuna", "hydra.sweep.dir=/sweeps/s"])
     assert cfg.hydra.sweeper.direction == "maximize"
     assert set(cfg.hydra.sweeper.params) == {"model.learning_rate", "batch_size"}
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "runner.summarize.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "runner.record.summarize.SweepSummary"
     assert cfg.hydra.sweeper.sampler._target_ == "optuna.samplers.TPESampler"
     assert (cfg.hydra.sweeper.study_name, cfg.hydra.sweeper.storage) == (
         "search", "sqlite:////sweeps/s/optuna.db")
-    assert cfg.hydra.callbacks.continue_study._target_ == "runner.search.ContinueStudy"
+    assert cfg.hydra.callbacks.continue_study._target_ == "runner.config.search.ContinueStudy"
 
 
 def test_a_search_kept_in_memory_has_no_study_to_continue():
     """docs/sweeps.md: hydra.sweeper.storage=null keeps the study in memory: nothing is loaded
     and the sampler keeps `seed`."""
-    from runner.search import ContinueStudy
+    from runner.config.search import ContinueStudy
 
     cfg = compose_with_hydra(["hparams_search=optuna", "hydra.sweeper.storage=null", "seed=7"])
     ContinueStudy().on_multirun_start(cfg)

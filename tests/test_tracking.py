@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient  # requirements-dev.txt installs it: CI
 from omegaconf import OmegaConf
 
 from runner.errors import ConfigError, RunFailed
-from runner.tracking import PIP_COMMAND, RUN_FILE, start_tracking
+from runner.record.tracking import PIP_COMMAND, RUN_FILE, start_tracking
 from runner.train import train
 from tests.conftest import compose_config, runner_env
 
@@ -351,7 +351,7 @@ def test_log_weights_true_logs_the_weights_too(single_runs, toy_bit_run, tmp_pat
 def test_the_default_store_is_relative_to_the_working_folder(tmp_path, monkeypatch):
     """README: `sqlite:///outputs/mlflow.db`, relative to the working folder as `outputs/` is,
     created on first use, artifacts in `outputs/mlartifacts/`."""
-    from runner.tracking import _experiment_id, connect, tracking_uri
+    from runner.record.tracking import _experiment_id, connect, tracking_uri
 
     monkeypatch.chdir(tmp_path)
     default = compose_config(["logger=mlflow"]).logger.mlflow.tracking_uri
@@ -377,7 +377,7 @@ def test_tensorboard_has_the_per_epoch_scalars(single_runs):
 
 def test_the_params_are_the_composed_config_flattened(single_runs):
     """README: each run is an MLflow run with the composed config flattened as params."""
-    from runner.resume import flat_config
+    from runner.record.run_folder import flat_config
 
     folder = single_runs["finished"]
     params = single_runs["client"].get_run(run_id_of(folder)).data.params
@@ -391,7 +391,7 @@ def test_a_sweep_with_a_job_that_did_not_finish_ends_its_parent_run_failed(tmp_p
     through RUNNER_MLFLOW_PARENT_RUN_ID."""
     from hydra import compose, initialize_config_dir
 
-    from runner.tracking import PARENT_RUN_ENV, MlflowSweep
+    from runner.record.tracking import PARENT_RUN_ENV, MlflowSweep
     from tests.conftest import CONF_DIR
 
     monkeypatch.delenv(PARENT_RUN_ENV, raising=False)

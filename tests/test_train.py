@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from runner.checkpoint import load_run, load_run_config
 from runner.errors import ConfigError
 from runner.evaluate import evaluate_run
 from runner.keras2 import keras
-from runner.report import read_history
-from runner.train import one_line, progress_verbosity, train
+from runner.record.run_folder import one_line, read_history
+from runner.tools.checkpoint import load_run, load_run_config
+from runner.train import progress_verbosity, train
 from tests.conftest import ON_ASCEND_STACK, compose_config
 from tests.data_fixtures import write_image_folder, write_tfds_folder
 
@@ -74,6 +74,9 @@ def test_metrics_are_complete_and_consistent_with_history(quick_run):
     assert metrics["val_accuracy"] == pytest.approx(rows[-1]["val_accuracy"], abs=1e-6)
     assert metrics["val_loss"] == pytest.approx(rows[-1]["val_loss"], rel=1e-4)
     assert metrics["optimizer_steps"] == 15 and metrics["num_classes"] == 2
+    # The Ascend figures of a plain run: TrainingTime is milliseconds per step of `batch_size` images.
+    assert metrics["ActualFPS"] == metrics["images_per_sec"] > 0
+    assert metrics["TrainingTime"] == pytest.approx(8 / metrics["images_per_sec"] * 1000, rel=0.01)
 
 
 def test_log_has_step_and_epoch_lines_once_each(quick_run):
@@ -236,7 +239,7 @@ def test_early_stopping_brings_the_best_weights_back_when_training_runs_to_the_e
     stopped early or not, on both stacks (Keras 2.6 itself does only when it stopped early)."""
     import numpy as np
 
-    from runner.callbacks import ResumableEarlyStopping
+    from runner.fit.callbacks import ResumableEarlyStopping
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     early_stopping = ResumableEarlyStopping(tmp_path, tmp_path / "best_weights.h5", monitor="val_accuracy",

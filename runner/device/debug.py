@@ -38,7 +38,7 @@ FUSION_OPTIMIZERS = ("remapping", "arithmetic_optimization")
 NPU_ONLY = ("mixlist", "auto_tune")
 # The fusion switch file debug=fusion_off hands the NPU unless debug.fusion_off.file names another:
 # the passes the Ascend ModelZoo's TF2 Keras recipes switch off in their configs/fusion_switch.cfg.
-SHIPPED_FUSION_SWITCH = Path(__file__).resolve().parent.parent / "conf" / "debug" / "fusion_switch.cfg"
+SHIPPED_FUSION_SWITCH = Path(__file__).resolve().parents[2] / "conf" / "debug" / "fusion_switch.cfg"
 
 
 def fusion_switch_file(fusion_off_cfg: Any) -> str:

@@ -35,7 +35,7 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
 def build_schedule(model_cfg: Any, batch_size: int):
     """constant, or piecewise: lr x decay^k after the k-th boundary (optimiser steps), as BiT's
-    seed; hyperrule is piecewise once runner/hyperrule.py filled in its boundaries. Then an
+    seed; hyperrule is piecewise once runner/fit/hyperrule.py filled in its boundaries. Then an
     optional linear warm-up."""
     lr = base_learning_rate(model_cfg, batch_size)
     if model_cfg.schedule == "constant":

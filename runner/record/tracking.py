@@ -22,8 +22,24 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError
-from runner.report import METRICS_FILE, git_commit, read_metrics, write_json_atomic
-from runner.resume import flat_config
+from runner.record.report import git_commit
+from runner.record.run_folder import (
+    BEST_WEIGHTS,
+    CHECKPOINTS,
+    ENV_FILE,
+    HISTORY_FILE,
+    HYDRA_DIR,
+    LABELS_FILE,
+    LAST_WEIGHTS,
+    LOG_FILE,
+    METRICS_FILE,
+    OVERRIDES_FILE,
+    STATUS_FILE,
+    TENSORBOARD_DIR,
+    flat_config,
+    read_metrics,
+    write_json_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +47,8 @@ PIP_COMMAND = "pip install -r requirements-mlflow.txt"
 RUN_FILE = "mlflow_run.json"  # in a run folder (its MLflow run) or a sweep folder (the parent)
 PARENT_RUN_ENV = "RUNNER_MLFLOW_PARENT_RUN_ID"  # set by MlflowSweep for the sweep's jobs
 # Small files of a run folder logged as artifacts (paths relative to it); .hydra/ goes whole.
-ARTIFACTS = ("metrics.json", "history.csv", "env.json", "status.json", "train.log",
-             "checkpoints/labels.txt")
-WEIGHTS = ("checkpoints/best_weights.h5", "checkpoints/last_weights.h5")
+ARTIFACTS = (METRICS_FILE, HISTORY_FILE, ENV_FILE, STATUS_FILE, LOG_FILE, f"{CHECKPOINTS}/{LABELS_FILE}")
+WEIGHTS = (f"{CHECKPOINTS}/{BEST_WEIGHTS}", f"{CHECKPOINTS}/{LAST_WEIGHTS}")
 # The hyperparameters every run shows in TensorBoard's HParams tab, besides its overrides.
 HPARAM_KEYS = ("model", "dataset", "batch_size", "epochs", "model.learning_rate", "precision")
 HPARAM_METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "images_per_sec",
@@ -44,7 +59,7 @@ MAX_PARAM_LENGTH = 500  # the smallest value limit among the MLflow versions the
 
 def read_overrides(run_dir: Path) -> list[str]:
     """The command line's overrides Hydra recorded for a run (none for a run a test started)."""
-    path = run_dir / ".hydra" / "overrides.yaml"
+    path = run_dir / OVERRIDES_FILE
     return [str(item) for item in OmegaConf.load(path)] if path.is_file() else []
 
 
@@ -69,7 +84,7 @@ def write_hparams(cfg: DictConfig, run_dir: Path, metrics: dict[str, Any]) -> No
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
 
-    writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
+    writer = tf.summary.create_file_writer(str(run_dir / TENSORBOARD_DIR))
     with writer.as_default():
         hp.hparams(hparams(cfg, read_overrides(run_dir)), trial_id=run_dir.name)
         for name in HPARAM_METRICS:
@@ -259,7 +274,8 @@ class MlflowTracker(NoTracker):
         numbers = [Metric(f"final/{key}", float(value), _now_ms(), 0) for key, value in metrics.items()
                    if isinstance(value, (int, float)) and not isinstance(value, bool)]
         self._guarded(METRICS_FILE, self.client.log_batch, self.run_id, metrics=numbers)
-        self._guarded(".hydra/", self.client.log_artifacts, self.run_id, str(run_dir / ".hydra"), ".hydra")
+        self._guarded(f"{HYDRA_DIR}/", self.client.log_artifacts, self.run_id, str(run_dir / HYDRA_DIR),
+                      str(HYDRA_DIR))
         files = [*ARTIFACTS, *(WEIGHTS if self.log_weights else ())]
         for name in files:
             if (run_dir / name).is_file():
@@ -321,7 +337,7 @@ class MlflowSweep(Callback):
             log.error("%s", error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from runner.summarize import find_jobs, read_job
+        from runner.record.summarize import find_jobs, read_job
 
         run_id = os.environ.pop(PARENT_RUN_ENV, None)
         settings = config.get("logger", {}).get("mlflow")

@@ -12,21 +12,18 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import shlex
 import signal
 import threading
 from pathlib import Path
 from types import FrameType
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from runner.errors import ConfigError, RunInterrupted
+from runner.record.run_folder import OVERRIDES_FILE, RESUME_PREFIX
 
 log = logging.getLogger(__name__)
 
-RESUME_PREFIX = "resume="
-# Top-level keys a resumed run may change: they do not change what is trained.
-MAY_CHANGE_ON_RESUME = {"output_dir", "log_steps", "logger", "optimized_metric"}
 
 
 class StopSignals:
@@ -60,24 +57,6 @@ class StopSignals:
         )
 
 
-BACKUP_EPOCH_KEY = "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"  # Keras 2's WorkerTrainingState
-
-
-def backup_epoch(backup_dir: Path) -> int:
-    """Epochs completed according to a Keras BackupAndRestore backup; 0 when there is none."""
-    chief = backup_dir / "chief"
-    if not (chief / "checkpoint").is_file():
-        return 0
-    import tensorflow as tf
-
-    checkpoint = tf.train.latest_checkpoint(str(chief))
-    try:
-        saved_epoch = int(tf.train.load_variable(checkpoint, BACKUP_EPOCH_KEY)) if checkpoint else -1
-    except (tf.errors.OpError, ValueError):  # cut short by a kill or a full disk
-        return 0
-    return saved_epoch + 1  # the index of the last epoch backed up (-1: none yet)
-
-
 def trim_history(history_csv: Path, epochs: int) -> None:
     """Keep only history.csv's rows for the first `epochs` epochs: those the backup holds.
 
@@ -101,40 +80,6 @@ def trim_history(history_csv: Path, epochs: int) -> None:
     os.replace(tmp, history_csv)
 
 
-def flat_config(cfg: DictConfig) -> dict[str, object]:
-    flat: dict[str, object] = {}
-
-    def walk(node: object, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix.rstrip(".")] = node
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
-
-
-def check_same_config(cfg: DictConfig, saved_config: Path) -> None:
-    """Refuse to resume a backup with a different config (it would train something else)."""
-    before, now = flat_config(OmegaConf.load(saved_config)), flat_config(cfg)
-    changed = sorted(
-        key for key in before.keys() | now.keys()
-        if key.split(".")[0] not in MAY_CHANGE_ON_RESUME and before.get(key) != now.get(key)
-    )
-    if changed:
-        shown = ", ".join(f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:5])
-        raise ConfigError(
-            f"{cfg.output_dir} holds an unfinished run started with a different config ({shown}). "
-            f"Resume it with its own overrides ({resume_command(Path(cfg.output_dir))}), "
-            "or start a new run in another folder."
-        )
-
-
-def resume_command(run_dir: Path) -> str:
-    return f"python -m runner {shlex.quote(RESUME_PREFIX + str(run_dir))}"
-
-
 def _quoted_override_value(text: str) -> str:
     """A value Hydra's override parser takes as one string: a sweep job's folder name holds
     '=' and ',' (batch_size=32,epochs=5), which would otherwise read as a sweep."""
@@ -156,7 +101,7 @@ def expand_resume_argument(argv: list[str]) -> list[str]:
             "sweep command again with hydra.sweep.dir=<its folder>."
         )
     run_dir = Path(resume_args[0].removeprefix(RESUME_PREFIX)).expanduser().resolve()
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides_file = run_dir / OVERRIDES_FILE
     if not overrides_file.is_file():
         raise ConfigError(
             f"resume={resume_args[0].removeprefix(RESUME_PREFIX)}: {overrides_file} does not exist, "

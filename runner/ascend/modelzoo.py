@@ -48,7 +48,7 @@ def epoch_line(steps: int, seconds: float, logs: dict[str, float]) -> str:
 class ConsoleLines:
     """What both recipes print per epoch; subclasses add their per-step lines and figures.
 
-    Called by runner.callbacks.ModelZooLines with Keras' hooks. Keeps every number as the text it
+    Called by runner.fit.callbacks.ModelZooLines with Keras' hooks. Keeps every number as the text it
     printed, so the figures are exactly what a script's awk would read from the log.
     """
 

@@ -3,7 +3,7 @@
 Hydra callback prepares it before hydra-optuna-sweeper asks for new trials.
 
 - A trial left RUNNING by a stopped command is marked FAIL and its parameters are queued again,
-  so the next trial is that same job: its folder resumes from its backup (runner/resume.py).
+  so the next trial is that same job: its folder resumes from its backup (runner/record/resume.py).
 - The sampler's seed is `seed` plus the number of trials already stored: a re-seeded sampler
   would otherwise propose the first command's points again (the sampler's random state is not
   stored with the study).

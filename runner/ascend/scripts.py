@@ -3,7 +3,7 @@
 `cd scripts/ascend/<recipe>/test && bash <script>.sh --data_path=... [flags]` -> `python -m
 runner.ascend <that test folder> <script> [flags]` -> Hydra overrides -> `python -m runner` with
 its console (stdout and stderr) in `test/output/$ASCEND_DEVICE_ID/train_$ASCEND_DEVICE_ID.log`,
-in the original train.py's line formats (runner/modelzoo.py) -> the originals' closing lines
+in the original train.py's line formats (runner/ascend/modelzoo.py) -> the originals' closing lines
 and `<CaseName>.log`, from the run's metrics.json. Both recipes' scripts share this module;
 what still differs from the originals, and why: docs/ascend.md.
 """
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.ascend.modelzoo import DYNAMIC_PERF, FIGURE_TEXT, NETWORKS
 from runner.errors import ConfigError
-from runner.modelzoo import DYNAMIC_PERF, FIGURE_TEXT, NETWORKS
+from runner.record.run_folder import METRICS_FILE
 
 FULL = "train_full_1p"
 PERFORMANCE_STATIC = "train_performance_1p_static_eval"
@@ -251,7 +252,7 @@ def set_aside(run_dir: Path) -> Path | None:
 
 def closing_figures(metrics: dict[str, Any], translation: Translation, e2e_seconds: int) -> dict[str, str]:
     """<CaseName>.log's key = value figures, in the script's order, each as the text the original
-    script's awk took from its log (runner/modelzoo.py FIGURE_TEXT)."""
+    script's awk took from its log (runner/ascend/modelzoo.py FIGURE_TEXT)."""
     text = FIGURE_TEXT[(translation.recipe, translation.script.case)]
     case = metrics["CaseName"]
     figures = {
@@ -272,7 +273,7 @@ def closing_figures(metrics: dict[str, Any], translation: Translation, e2e_secon
 
 def report(translation: Translation, e2e_seconds: int) -> dict[str, str]:
     """The originals' closing lines, and <CaseName>.log beside the training log."""
-    metrics = json.loads((translation.run_dir / "metrics.json").read_text())
+    metrics = json.loads((translation.run_dir / METRICS_FILE).read_text())
     figures = closing_figures(metrics, translation, e2e_seconds)
     lines = [f"{key} = {value}" for key, value in figures.items()]
     (translation.run_dir / f"{figures['CaseName']}.log").write_text("\n".join(lines) + "\n")
@@ -342,6 +343,3 @@ def main(argv: list[str]) -> int:
     report(translation, seconds)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from data.pipeline import PipelineSpec, make_batches
 from runner.errors import ConfigError
-from runner.optim import uses_one_hot_labels
+from runner.fit.optim import uses_one_hot_labels
 
 # (examples, global batch) -> (this card's examples, its batch): npu_device.distribute's signature.
 Shard = Callable[[tf.data.Dataset, int], tuple[tf.data.Dataset, int]]

@@ -1,4 +1,4 @@
-"""Device config -> tf.distribute strategy. The NPU's options live in runner/npu.py."""
+"""Device config -> tf.distribute strategy. The NPU's options live in runner/device/npu.py."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +6,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from runner.device.threads import configure_threads
 from runner.errors import ConfigError
 from runner.keras2 import set_op_determinism, set_random_seed
 
@@ -13,26 +14,27 @@ log = logging.getLogger(__name__)
 
 
 def set_up_device(cfg: Any) -> tf.distribute.Strategy:
-    """The device's strategy, then what TensorFlow keeps on its eager context: thread pools,
-    the global seed and op determinism.
+    """Op determinism, the device's strategy, then what TensorFlow keeps on its eager context:
+    thread pools and the global seed.
 
     cpu: the default strategy; gpu: every visible GPU mirrored; npu: the opened Ascend device.
     device.multi_worker: MultiWorkerMirroredStrategy over the workers TF_CONFIG names (each
     worker's CPU or all its GPUs). Takes the whole config: the NPU's options (precision, debug)
     must be set before the device opens. npu_device.open() installs an eager context of its own,
-    which drops what was set on the one before: on the NPU the seed and determinism are set after
-    it, and the thread pools inside runner/npu.py, on the context open() keeps.
+    which drops what was set on the one before: on the NPU the seed is set after it, and the
+    thread pools inside runner/device/npu.py, on the context open() keeps. Op determinism is
+    process-wide (not the context's), so it is set first, whatever follows.
     """
+    set_op_determinism(cfg.deterministic)
     device_cfg = cfg.device
     if device_cfg.type == "npu":
-        from runner.npu import open_npu
+        from runner.device.npu import open_npu
 
         strategy = open_npu(cfg)
     else:
         configure_threads(cfg.threads)  # before TensorFlow's first op
         strategy = _gpu_or_cpu_strategy(device_cfg)
     set_random_seed(cfg.seed)
-    set_op_determinism(cfg.deterministic)
     return strategy
 
 
@@ -65,21 +67,4 @@ def describe_devices(strategy: tf.distribute.Strategy, device_type: str) -> dict
         "strategy": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
         "physical": [d.name for d in tf.config.list_physical_devices()],
-    }
-
-
-def configure_threads(threads_cfg: Any) -> None:
-    """threads.intra_op / inter_op, where set, on the current eager context. TensorFlow accepts
-    them only until the context initialises (at its first op)."""
-    if threads_cfg.intra_op is not None:
-        tf.config.threading.set_intra_op_parallelism_threads(threads_cfg.intra_op)
-    if threads_cfg.inter_op is not None:
-        tf.config.threading.set_inter_op_parallelism_threads(threads_cfg.inter_op)
-
-
-def thread_pools() -> dict[str, int]:
-    """TensorFlow's op thread pools as it holds them (0: its own choice, one per core)."""
-    return {
-        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
     }

@@ -7,12 +7,12 @@ import os
 import time
 from pathlib import Path
 
+from runner.ascend.modelzoo import ConsoleLines
 from runner.errors import RunInterrupted
 from runner.keras2 import keras
-from runner.modelzoo import ConsoleLines
-from runner.report import read_history
-from runner.resume import StopSignals, backup_epoch, trim_history
-from runner.tracking import NoTracker
+from runner.record.resume import StopSignals, trim_history
+from runner.record.run_folder import backup_epoch, read_history
+from runner.record.tracking import NoTracker
 
 log = logging.getLogger("runner.fit")
 
@@ -96,7 +96,7 @@ class StepLogger(keras.callbacks.Callback):
 
 
 class ModelZooLines(keras.callbacks.Callback):
-    """Hands Keras' hooks to a recipe's ConsoleLines (runner/modelzoo.py), which prints the
+    """Hands Keras' hooks to a recipe's ConsoleLines (runner/ascend/modelzoo.py), which prints the
     ModelZoo train.py's lines and keeps the figures its scripts read from them."""
 
     def __init__(self, console: ConsoleLines):
@@ -201,7 +201,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class TrackEpochs(keras.callbacks.Callback):
-    """Hands each finished epoch's metrics to the run's tracker (runner/tracking.py) at once, so a
+    """Hands each finished epoch's metrics to the run's tracker (runner/record/tracking.py) at once, so a
     tracking UI follows the run live."""
 
     def __init__(self, tracker: NoTracker):

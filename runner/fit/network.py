@@ -1,4 +1,5 @@
-"""Model config -> Keras model: the one place a `model.*` architecture key takes effect."""
+"""Model config -> Keras model, compiled for the run: the one place a `model.*` architecture key
+takes effect."""
 
 from typing import Any
 
@@ -42,3 +43,22 @@ def build_network(model_cfg: Any, num_classes: int, image_size: int):
             width_factor=model_cfg.width_factor,
         )
     raise ConfigError(f"model.name={model_cfg.name!r} is not one of {', '.join(MODEL_NAMES)}.")
+
+
+def compiled_model(cfg: Any, num_classes: int):
+    """The network, compiled with the run's optimiser, loss and speed switches (under the
+    current strategy scope and dtype policy)."""
+    from runner.device.npu import npu_optimizer
+    from runner.fit.optim import build_loss, build_optimizer
+    from runner.keras2 import compile_options, create_optimizer_state
+
+    model = build_network(cfg.model, num_classes, cfg.dataset.image_size)
+    model.compile(
+        optimizer=npu_optimizer(cfg, build_optimizer(cfg.model, cfg.batch_size)),
+        loss=build_loss(cfg.model),
+        metrics=["accuracy"],
+        steps_per_execution=cfg.steps_per_execution,
+        **compile_options(cfg.jit_compile),
+    )
+    create_optimizer_state(model)
+    return model

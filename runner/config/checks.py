@@ -11,12 +11,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from runner.config.precision_modes import PRECISION_MODES
+from runner.device.workers import current_worker
 from runner.errors import ConfigError
-from runner.network import DENSENET_FAMILY, MODEL_NAMES, resizer_target_size
-from runner.workers import current_worker
+from runner.fit.network import DENSENET_FAMILY, MODEL_NAMES, resizer_target_size
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-MIXLIST_PRECISIONS = ("allow_mix_precision", "allow_mix_precision_fp16", "allow_mix_precision_bf16")
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 # npu_device's aoe_config.aoe_mode values.
 AOE_MODES = {"1": "subgraph tuning", "2": "operator tuning", "4": "gradient split tuning"}
@@ -240,7 +240,7 @@ def _check_debug(debug_cfg: DictConfig, precision_mode: str, device_type: str) -
             f"debug.auto_tune.aoe_mode={aoe_mode} is not an AOE mode: use "
             + ", ".join(f"{mode} ({what})" for mode, what in AOE_MODES.items()) + "."
         )
-    if debug_cfg.mixlist.enabled and precision_mode not in MIXLIST_PRECISIONS:
+    if debug_cfg.mixlist.enabled and not PRECISION_MODES[str(precision_mode)].uses_mixlist:
         raise ConfigError(
             f"debug=mixlist edits the mixed-precision op lists, which only precision="
             f"allow_mix_precision uses; this run has precision={precision_mode}. Add "

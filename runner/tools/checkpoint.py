@@ -16,9 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner.errors import ConfigError
-from runner.train import BEST_WEIGHTS, CHECKPOINTS, LABELS_FILE, LAST_WEIGHTS
+from runner.record.run_folder import BEST_WEIGHTS, CHECKPOINTS, CONFIG_FILE, LABELS_FILE, LAST_WEIGHTS
 
-CONFIG_FILE = Path(".hydra") / "config.yaml"
 WEIGHTS_FILES = {"best": BEST_WEIGHTS, "last": LAST_WEIGHTS}
 
 
@@ -87,7 +86,7 @@ def load_run(run_dir: str | Path, which: str = "best", overrides: Sequence[str] 
     cfg = load_run_config(run_dir, overrides)
     weights = weights_file(run_dir, which)
     class_names = read_class_names(run_dir)
-    from runner.network import build_network
+    from runner.fit.network import build_network
 
     model = build_network(cfg.model, len(class_names), cfg.dataset.image_size)
     try:

@@ -1,35 +1,27 @@
-"""What a run leaves behind besides checkpoints: train.log, env.json, history.csv, status.json,
-metrics.json. Nothing here imports TensorFlow: runner.summarize reads sweeps with it.
+"""What a run reports about itself: train.log, env.json's environment, status.json as readers
+should take it, and metrics.json's Ascend figures. Nothing here imports TensorFlow: runner.summarize
+reads sweeps with it. Where each file goes: runner/record/run_folder.py.
 """
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import os
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from runner.modelzoo import case_name
-from runner.resume import resume_command
-from runner.run_folder import lock_holder
+from runner.ascend.modelzoo import case_name
+from runner.record.lock import lock_holder
+from runner.record.run_folder import INTERRUPTED, LOG_FILE, RUNNING, read_status, resume_command
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-METRICS_FILE = "metrics.json"
-STATUS_FILE = "status.json"
-HISTORY_FILE = "history.csv"
-
-# status.json's "status": what the run's last attempt is doing or how it ended.
-RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def attach_log_file(run_dir: Path) -> logging.Handler:
     """Send the root logger to run_dir/train.log too (the console handler is Hydra's)."""
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = logging.FileHandler(run_dir / LOG_FILE)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -41,13 +33,6 @@ def attach_log_file(run_dir: Path) -> logging.Handler:
 def detach_log_file(handler: logging.Handler) -> None:
     logging.getLogger().removeHandler(handler)
     handler.close()
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write to a temporary file then rename: readers see the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def git_commit() -> str | None:
@@ -81,21 +66,6 @@ def environment(device: dict[str, Any], keras_api: dict[str, str]) -> dict[str, 
     }
 
 
-def read_metrics(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / METRICS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_status(run_dir: Path, status: str, **details: Any) -> None:
-    """Record the run's state (RUNNING, FINISHED, FAILED or INTERRUPTED) and why, in status.json."""
-    write_json_atomic(run_dir / STATUS_FILE, {"status": status, **details})
-
-
-def read_status(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / STATUS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def current_status(run_dir: Path) -> dict[str, Any] | None:
     """status.json as readers should take it. A run killed outright (SIGKILL, out of memory, power
     or node lost) never recorded its end and still says `running`: if nobody holds the folder's
@@ -114,27 +84,10 @@ def current_status(run_dir: Path) -> dict[str, Any] | None:
     }
 
 
-def read_history(run_dir: Path) -> list[dict[str, float]]:
-    """history.csv's complete rows as numbers (a row cut short by a kill is left out)."""
-    path = run_dir / HISTORY_FILE
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = [row for row in csv.DictReader(f) if None not in row.values()]
-    return [{key: _number(value) for key, value in row.items()} for row in rows]
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:  # CSVLogger writes "NA" for a metric an epoch did not log
-        return float("nan")
-
-
 def ascend_figures(metrics: dict[str, Any], seconds_per_step: float, rank_size: int,
                    case_kind: str, network: str | None = None) -> dict[str, Any]:
     """The figures the Ascend scripts' shell wrappers report, under their names, as the runner
-    measures them (a `modelzoo=` run replaces the first four by its recipe's: runner/modelzoo.py).
+    measures them (a `modelzoo=` run replaces the first four by its recipe's: runner/ascend/modelzoo.py).
 
     ActualFPS is the whole run's steady-state throughput (the global batch per step);
     TrainingTime milliseconds per step; TrainAccuracy the final evaluation's val_accuracy;

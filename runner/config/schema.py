@@ -13,6 +13,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from runner.config.precision_modes import PRECISION_MODES
+
 
 class Choice(str, Enum):
     """An enumeration whose members print as their values ("npu", not "DeviceType.npu")."""
@@ -27,19 +29,8 @@ class DeviceType(Choice):
     npu = "npu"
 
 
-class PrecisionMode(Choice):
-    """The NPU's precision_mode values (the Ascend TF adapter's `precision_mode` option, documented
-    in docs/devices.md); GPU/CPU map them to policies (runner/precision.py)."""
-
-    force_fp32 = "force_fp32"
-    allow_fp32_to_fp16 = "allow_fp32_to_fp16"
-    force_fp16 = "force_fp16"
-    must_keep_origin_dtype = "must_keep_origin_dtype"
-    allow_mix_precision = "allow_mix_precision"
-    allow_mix_precision_fp16 = "allow_mix_precision_fp16"
-    allow_mix_precision_bf16 = "allow_mix_precision_bf16"
-    allow_fp32_to_bf16 = "allow_fp32_to_bf16"
-    cube_fp16in_fp32out = "cube_fp16in_fp32out"
+# The NPU's precision_mode values; what each means on each device: runner/config/precision_modes.py.
+PrecisionMode = Choice("PrecisionMode", {name: name for name in PRECISION_MODES})
 
 
 class DumpMode(Choice):
@@ -75,7 +66,7 @@ def direction(metric: str) -> str:
 
 
 class ModelZoo(Choice):
-    """Whose ModelZoo train.py's console lines and figures a run reproduces (runner/modelzoo.py)."""
+    """Whose ModelZoo train.py's console lines and figures a run reproduces (runner/ascend/modelzoo.py)."""
 
     bit = "bit"
     learnable_resizer = "learnable_resizer"
@@ -136,7 +127,7 @@ class MixlistConfig:
 @dataclass
 class AutoTuneConfig:
     enabled: bool = False
-    aoe_mode: str = "2"  # npu_device's aoe_config.aoe_mode: runner/checks.py AOE_MODES
+    aoe_mode: str = "2"  # npu_device's aoe_config.aoe_mode: runner/config/checks.py AOE_MODES
     path: str = "${output_dir}/aoe"
 
 
@@ -160,7 +151,7 @@ class ThreadsConfig:
 
 @dataclass
 class PipelineConfig:
-    """tf.data choices runner/datasets.py does not take from the dataset file."""
+    """tf.data choices runner/fit/datasets.py does not take from the dataset file."""
 
     cache: Optional[bool] = None  # null: cache decoded images when they fit in cache_budget_mb
     cache_budget_mb: int = 2048
@@ -173,7 +164,7 @@ class TensorBoardLogger:
 
 @dataclass
 class MlflowLogger:
-    # Relative paths are from the working directory, as outputs/ is (runner/tracking.py).
+    # Relative paths are from the working directory, as outputs/ is (runner/record/tracking.py).
     tracking_uri: str = "sqlite:///outputs/mlflow.db"
     # One experiment for everything: a sweep's parent and child runs must share it.
     experiment_name: str = "runner"

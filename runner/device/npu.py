@@ -2,7 +2,7 @@
 
 `npu_device` exists for TensorFlow 2.6.5 only (the Ascend stack, requirements-ascend.txt): it is
 compiled against TF 2.6.5 and patches Keras-2.6 internals. The composed config becomes
-npu_device options (precision here, debug tools in runner/debug.py), all set on
+npu_device options (precision here, debug tools in runner/device/debug.py), all set on
 `npu_device.global_options()` BEFORE `npu_device.open(id).as_default()`: the adapter reads them
 once, when the device opens, and silently ignores later changes. Then:
 
@@ -12,7 +12,7 @@ once, when the device opens, and silently ignores later changes. Then:
   scaling; overflow read from the device's float status, or in INF/NaN mode found by Keras' check
   of the gradients);
 - TensorFlow's eager context is the adapter's from open() on: the global seed and op determinism
-  are set after it (runner/device.py), thread pools on that context before it (below);
+  is set after it (runner/device/strategy.py), thread pools on that context before it (below);
 - multi-card runs (device.num_devices>1, one process per card) shard the training data, all-reduce
   the gradients and broadcast the initial weights through `npu_device.distribute`, as the Ascend
   multi-card scripts do.
@@ -28,18 +28,14 @@ from typing import Any
 
 import tensorflow as tf
 
-from runner.debug import npu_debug_options
-from runner.device import configure_threads, thread_pools
+from runner.config.precision_modes import PRECISION_MODES
+from runner.device.debug import npu_debug_options
+from runner.device.threads import configure_threads, thread_pools
 from runner.errors import ConfigError
 from runner.keras2 import STACK, keras, optimizers
 
 log = logging.getLogger(__name__)
 
-# float16 arithmetic on the device: gradients need loss scaling to stay representable.
-LOSS_SCALED_MODES = {
-    "allow_fp32_to_fp16", "force_fp16", "allow_mix_precision", "allow_mix_precision_fp16",
-    "cube_fp16in_fp32out",
-}
 
 
 def import_npu_device():
@@ -71,7 +67,8 @@ def _unimportable(error: Exception) -> ConfigError:
 
 def npu_options(cfg: Any) -> dict[str, Any]:
     """Every option this run sets on npu_device.global_options(), nested as it nests them."""
-    return {"precision_mode": str(cfg.precision.mode), **npu_debug_options(cfg.debug)}
+    return {"precision_mode": PRECISION_MODES[str(cfg.precision.mode)].npu_option,
+            **npu_debug_options(cfg.debug)}
 
 
 def open_npu(cfg: Any) -> tf.distribute.Strategy:
@@ -162,7 +159,7 @@ def npu_optimizer(cfg: Any, optimizer: optimizers.Optimizer) -> optimizers.Optim
     if str(cfg.device.type) != "npu":
         return optimizer
     npu_device = import_npu_device()
-    if str(cfg.precision.mode) in LOSS_SCALED_MODES:
+    if PRECISION_MODES[str(cfg.precision.mode)].npu_loss_scaled:
         optimizer = npu_device.train.optimizer.NpuLossScaleOptimizer(optimizer)
         log.info("precision=%s computes in float16: dynamic loss scaling, overflowing steps found %s",
                  cfg.precision.mode, _overflow_check(npu_device))

@@ -10,7 +10,10 @@ One rule picks the fine-tuning schedule from the dataset alone:
 The seed's own schedule (`model.schedule=piecewise`) keeps boundaries 200/300/400 and no warm-up.
 """
 
+import logging
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 SMALL_DATASET = 20_000
 MEDIUM_DATASET = 500_000
@@ -65,3 +68,14 @@ def apply_hyperrule(cfg, rule: HyperRule, train_examples: int):
     }
     effective = OmegaConf.merge(cfg, changes)
     return effective, changes
+
+
+def with_hyperrule(cfg, train_data):
+    """cfg completed by the rule for this training set (counted, and its first image measured)."""
+    from runner.fit.datasets import count_examples, first_image_shape
+
+    train_examples = count_examples(train_data)
+    rule = bit_hyperrule(train_examples, *first_image_shape(train_data))
+    effective, changes = apply_hyperrule(cfg, rule, train_examples)
+    log.info("BiT-HyperRule for %d training images: %s", train_examples, changes)
+    return effective
