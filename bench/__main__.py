@@ -12,7 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-SECTIONS = ("throughput", "pipeline", "precision", "xla", "startup", "switches")  # FLOP/s: with precision
+SECTIONS = ("throughput", "pipeline", "precision", "xla", "startup", "switches",  # FLOP/s: with precision
+            "launchers")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.md"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bench.launchers import launcher_rows
 from bench.report import Row, markdown_table, write_json, write_results
 from bench.sections import (
     Bench,
@@ -23,7 +24,11 @@ PER_RECIPE = {
     "xla": xla_rows,
 }
 
-WHOLE_RUNS = {"startup": startup_rows, "switches": switch_rows}  # quickstart runs, not per recipe
+WHOLE_RUNS = {  # quickstart runs, not per recipe
+    "startup": startup_rows,
+    "switches": switch_rows,
+    "launchers": lambda bench: launcher_rows(bench.work_dir, bench.size.launcher_run, bench.size.rounds),
+}
 
 
 def run_sections(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import math
 import sys
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG = "summary.csv", "summary.md", "summary.png"
+# hydra/launcher=device_pool records each job's device there (hydra_plugins/device_pool_launcher).
+DEVICE_RECORD = "device_pool.jsonl"
 METRIC_COLUMNS = ("val_accuracy", "val_loss", "images_per_sec", "wall_seconds", "epochs_completed")
 
 
@@ -124,11 +127,27 @@ def best_job(jobs: Sequence[JobResult], metric: str) -> JobResult | None:
     return pick(scored, key=lambda job: job.metrics[metric], default=None)
 
 
+def pool_devices(sweep_dir: Path) -> dict[str, str]:
+    """Job folder (relative to the sweep's) -> the device its last attempt ran on, for a sweep
+    run with hydra/launcher=device_pool; empty for any other launcher."""
+    path = sweep_dir / DEVICE_RECORD
+    devices: dict[str, str] = {}
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line cut short by a kill
+            continue
+        if "run_dir" in record:
+            devices[record["run_dir"]] = record["device"]
+    return devices
+
+
 def summary_rows(jobs: Sequence[JobResult], sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job: its swept values, overrides, status (+ reason), metrics, folder and
-    whether it is the best by optimized_metric."""
+    """One row per job: its swept values, overrides, status (+ reason), metrics, the device
+    (device-pool sweeps only), folder and whether it is the best by optimized_metric."""
     keys = swept_keys(jobs)
     best = best_job(jobs, optimized_metric(jobs))
+    devices = pool_devices(sweep_dir)
     return [
         {
             **{key: job.overrides.get(key, "") for key in keys},
@@ -136,6 +155,7 @@ def summary_rows(jobs: Sequence[JobResult], sweep_dir: Path) -> list[dict[str, A
             "status": job.status,
             "reason": job.reason,
             **{column: job.metrics.get(column, "") for column in METRIC_COLUMNS},
+            **({"device": devices.get(str(job.run_dir.relative_to(sweep_dir)), "")} if devices else {}),
             "run_dir": str(job.run_dir.relative_to(sweep_dir)),
             "best": "best" if job is best else "",
         }
@@ -156,7 +176,8 @@ def _cell(value: Any) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], jobs: Sequence[JobResult], sweep_dir: Path) -> str:
-    columns = ["overrides", "status", *METRIC_COLUMNS, "run_dir", "reason", "best"]
+    device = ["device"] if rows and "device" in rows[0] else []
+    columns = ["overrides", "status", *METRIC_COLUMNS, *device, "run_dir", "reason", "best"]
     finished = [job for job in jobs if job.finished]
     lines = [
         f"# Sweep {sweep_dir}",

@@ -45,6 +45,7 @@ sys.modules as well to forget everything module-level.
   "npu_run_context", "enable_v1". `calls_named(name)` filters them.
 - `RECORD_ENV`: when this environment variable names a file, the process writes `summary()` there as
   JSON when it exits, so a test can read what a `python -m runner` subprocess did with the fake.
+  `{pid}` in the name becomes the process's id (a sweep's job processes share one environment).
 - `log`: (level, message) of what the real adapter only logs (ignored loop sizes and sat modes,
   skipped collectives, jit_compile forced off, ...).
 - `counters`: run-time counters, int64 tf.Variables created eagerly (under tf.init_scope) and
@@ -270,4 +271,4 @@ def _write_summary(path: str) -> None:
 
 
 if os.environ.get(RECORD_ENV):
-    atexit.register(_write_summary, os.environ[RECORD_ENV])
+    atexit.register(_write_summary, os.environ[RECORD_ENV].replace("{pid}", str(os.getpid())))
