@@ -211,7 +211,7 @@ def test_the_project_builds_with_a_runner_command_and_its_packages(tmp_path):
     if setuptools_major < 64:
         pytest.skip(f"setuptools {setuptools_major} predates PEP 660 (pip's build takes a newer one)")
     root, source = Path(__file__).resolve().parent.parent, tmp_path / "clone"
-    for folder in ("runner", "models", "data"):  # a copy: setuptools builds inside the source tree
+    for folder in ("runner", "models", "data", "hydra_plugins"):  # a copy: setuptools builds in the tree
         shutil.copytree(root / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(root / "pyproject.toml", source)
     build = subprocess.run(
@@ -223,7 +223,8 @@ def test_the_project_builds_with_a_runner_command_and_its_packages(tmp_path):
         names = wheel.namelist()
         entry_points = next(wheel.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "runner = runner.__main__:run" in entry_points
-    assert {"runner/__main__.py", "runner/train.py", "models/bit.py", "data/pipeline.py"} <= set(names)
+    assert {"runner/__main__.py", "runner/train.py", "models/bit.py", "data/pipeline.py",
+            "hydra_plugins/device_pool_launcher/launcher.py"} <= set(names)
     from runner.__main__ import run
 
     assert callable(run)
