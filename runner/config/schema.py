@@ -245,37 +245,36 @@ class ResizerDensenetModel(TrainingRecipe):
 
 
 @dataclass
-class TfdsDataset:
-    """conf/dataset/tf_flowers.yaml, cats_vs_dogs.yaml: a prepared TFDS folder."""
+class Dataset:
+    """What every dataset file sets."""
 
     source: str = MISSING
     name: str = MISSING
+    image_size: int = MISSING
+
+
+@dataclass
+class TfdsDataset(Dataset):
+    """conf/dataset/tf_flowers.yaml, cats_vs_dogs.yaml: a prepared TFDS folder, named splits."""
+
     data_dir: str = MISSING
     version: Optional[str] = MISSING
     train_split: str = MISSING
     val_split: str = MISSING
-    image_size: int = MISSING
 
 
 @dataclass
-class DigitsDataset:
-    """conf/dataset/digits.yaml."""
+class DigitsDataset(Dataset):
+    """conf/dataset/digits.yaml: a validation share held out by `seed`."""
 
-    source: str = MISSING
-    name: str = MISSING
-    image_size: int = MISSING
     val_fraction: float = MISSING
 
 
 @dataclass
-class ImageFolderDataset:
+class ImageFolderDataset(DigitsDataset):
     """conf/dataset/image_folder.yaml."""
 
-    source: str = MISSING
-    name: str = MISSING
     path: str = MISSING
-    image_size: int = MISSING
-    val_fraction: float = MISSING
 
 
 # Named in the model and dataset files' defaults lists (`- /bit_model_schema@model`).
