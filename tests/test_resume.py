@@ -280,3 +280,32 @@ def test_a_crashed_run_records_failed_and_resumes_from_its_last_epoch(tmp_path, 
     assert [row["epoch"] for row in read_history(run_dir)] == [0, 1]
     assert metrics["optimizer_steps"] == 500  # 2 epochs x 250 steps: the first one's kept
     assert metrics["wall_seconds"] > failed["wall_seconds"]  # the failed attempt's seconds count
+
+
+@pytest.mark.parametrize("patience", [None, 2])
+def test_an_epoch_is_backed_up_after_its_history_row_checkpoints_and_early_stopping(tmp_path, patience):
+    """The order that makes a run resumable anywhere (runner/fit/run_callbacks.py): the history is
+    trimmed to the backup before CSVLogger opens it; the checkpoints, the history row and early
+    stopping's state are written before the epoch's backup; the signal check comes last."""
+    from runner.fit.callbacks import HistoryResume, StepLogger, StopOnSignal
+    from runner.fit.run_callbacks import early_stopping, run_callbacks
+    from runner.keras2 import keras
+    from runner.record.resume import StopSignals
+    from runner.record.run_folder import RunFolder
+    from runner.record.tracking import NoTracker
+
+    cfg = compose_config([f"model.early_stopping_patience={patience or 'null'}"], tmp_path)
+    folder = RunFolder(tmp_path)
+    stopping = early_stopping(cfg, folder)
+    callbacks = run_callbacks(cfg, folder, StepLogger(1, 8, 1), StopSignals(), NoTracker(), stopping)
+    kinds = [type(callback) for callback in callbacks]
+    callbacks_api = keras.callbacks  # Keras 2.6 keeps BackupAndRestore under .experimental
+    backup_class = getattr(callbacks_api, "BackupAndRestore", None) or callbacks_api.experimental.BackupAndRestore
+    backup = next(i for i, c in enumerate(callbacks) if isinstance(c, backup_class))
+    csv_logger = kinds.index(keras.callbacks.CSVLogger)
+    checkpoints = [i for i, c in enumerate(callbacks) if isinstance(c, keras.callbacks.ModelCheckpoint)]
+    assert kinds.index(HistoryResume) < csv_logger < backup
+    assert len(checkpoints) == 2 and max(checkpoints) < backup
+    if stopping is not None:
+        assert callbacks.index(stopping) < backup
+    assert backup == len(callbacks) - 2 and kinds[-1] is StopOnSignal
