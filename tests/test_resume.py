@@ -299,8 +299,8 @@ def test_an_epoch_is_backed_up_after_its_history_row_checkpoints_and_early_stopp
     stopping = early_stopping(cfg, folder)
     callbacks = run_callbacks(cfg, folder, StepLogger(1, 8, 1), StopSignals(), NoTracker(), stopping)
     kinds = [type(callback) for callback in callbacks]
-    callbacks_api = keras.callbacks  # Keras 2.6 keeps BackupAndRestore under .experimental
-    backup_class = getattr(callbacks_api, "BackupAndRestore", None) or callbacks_api.experimental.BackupAndRestore
+    api = keras.callbacks  # Keras 2.6 keeps BackupAndRestore under .experimental
+    backup_class = getattr(api, "BackupAndRestore", None) or api.experimental.BackupAndRestore
     backup = next(i for i, c in enumerate(callbacks) if isinstance(c, backup_class))
     csv_logger = kinds.index(keras.callbacks.CSVLogger)
     checkpoints = [i for i, c in enumerate(callbacks) if isinstance(c, keras.callbacks.ModelCheckpoint)]
