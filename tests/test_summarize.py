@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import runner_env
@@ -95,3 +96,20 @@ def test_the_plot_shows_each_metric_against_the_first_swept_key_and_every_learni
         assert lines == {"epochs=5": [values[0]], "epochs=15": [values[1]]}
     # One curve per job with a history: 5, 3 and 15 epochs (the failed job has none).
     assert sorted(len(line.get_ydata()) for line in curves.get_lines()) == [3, 5, 15]
+
+
+@pytest.mark.parametrize("metric,best", [("val_accuracy", "lr=0.1"), ("val_loss", "lr=0.01")])
+def test_the_best_job_follows_the_optimized_metric_and_its_direction(tmp_path, metric, best):
+    """docs/sweeps.md: `best` is the finished job with the best optimized_metric: the highest
+    accuracy, or the lowest loss (here another job than the most accurate one)."""
+    jobs = [(["lr=0.1"], {"val_accuracy": 0.8, "val_loss": 1.2}),
+            (["lr=0.01"], {"val_accuracy": 0.7, "val_loss": 0.6}),
+            (["lr=1"], {"val_accuracy": 0.1, "val_loss": 2.3})]
+    for number, (overrides, scores) in enumerate(jobs):
+        metrics = {**scores, "images_per_sec": 1.0, "wall_seconds": 1.0, "epochs_completed": 1}
+        run_dir = write_job(tmp_path, number, overrides, {"status": "finished"}, metrics, 1)
+        OmegaConf.save(OmegaConf.create({"optimized_metric": metric}), run_dir / ".hydra" / "config.yaml")
+    result = summarize(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "summary.csv") as f:
+        assert [row["overrides"] for row in csv.DictReader(f) if row["best"]] == [best]
