@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from hydra_plugins.device_pool_launcher.devices import CPUS_ENV, DevicePoolError, pool_devices
+from hydra_plugins.device_pool_launcher import devices as pool_module
+from hydra_plugins.device_pool_launcher.devices import CPUS_ENV, pool_devices
 from tests.conftest import FAKE_NPU_DIR, compose_config, needs_ascend_stack, runner_env
 
 POOL = ["hydra/launcher=device_pool", "hydra.launcher.devices=[[0],[1]]"]
@@ -217,7 +218,8 @@ def test_cpu_devices_are_core_sets_and_a_lone_core_may_be_an_int():
     ("tpu", [0], "must be one of"),
 ])
 def test_a_pool_that_cannot_be_formed_is_refused(kind, devices, message):
-    with pytest.raises(DevicePoolError, match=message):
+    # Looked up now: Hydra's plugin scan runs the plugin's modules again, rebinding their classes.
+    with pytest.raises(pool_module.DevicePoolError, match=message):
         pool_devices(kind, devices)
 
 

@@ -344,9 +344,10 @@ def doc_bench_rows() -> list[tuple[str, str | None, str]]:
 
 
 def test_results_md_reads_back_as_the_bench_wrote_it():
-    """Every row parses, and round-trips through bench.report, in the three dated sections."""
+    """Every row parses, and round-trips through bench.report, in its dated section (the ones the
+    docs quote among them)."""
     dates = [date for date, _, _ in recorded_rows()]
-    assert sorted(set(dates)) == [FULL, STACKS] and len(dates) > 50
+    assert {FULL, STACKS} <= set(dates) and len(dates) > 50
 
 
 @pytest.mark.parametrize(("doc", "date", "line"), doc_bench_rows(),
