@@ -36,6 +36,15 @@ def test_crop_larger_than_image(tmp_path):
     assert "model.crop_size=65" in message
 
 
+@pytest.mark.parametrize("model", ["resizer_densenet", "densenet"])
+def test_a_resizer_crop_smaller_than_its_input_is_refused(tmp_path, model):
+    """The resizer's network is built for dataset.image_size, which validation reads uncropped: a
+    smaller training crop would fail inside TensorFlow with a shape error."""
+    message = error_for([f"model={model}", "model.crop_size=48"], tmp_path)  # digits are read at 64
+    assert "model.crop_size=48" in message and "dataset.image_size=64" in message
+    check_config(compose_config([f"model={model}", "model.crop_size=64"], tmp_path))  # the same size
+
+
 def test_data_dir_not_set(tmp_path):
     message = error_for(["dataset=cats_vs_dogs"], tmp_path)
     assert "dataset.data_dir" in message and "dataset.data_dir=" in message

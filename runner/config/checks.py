@@ -156,6 +156,13 @@ def _check_model(model_cfg: DictConfig, image_size: int) -> None:
         raise ConfigError(
             f"model.crop_size={crop} must be positive and at most dataset.image_size={image_size}."
         )
+    if model_cfg.name in DENSENET_FAMILY and crop is not None and crop != image_size:
+        # models/resizer.py builds its input at dataset.image_size, which validation reads uncropped.
+        raise ConfigError(
+            f"model.crop_size={crop} with model={model_cfg.name}: the network takes "
+            f"dataset.image_size={image_size} px images, and validation images are not cropped. "
+            "Leave model.crop_size null (no random crop), or set it to dataset.image_size."
+        )
 
 
 def _check_bit_files(model_cfg: DictConfig) -> None:
