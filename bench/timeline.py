@@ -161,6 +161,8 @@ def report(timeline: Timeline) -> str:
 
 
 def main(overrides: list[str]) -> None:
+    import runner.__main__  # noqa: F401  (first: it sets what TensorFlow's import reads)
+
     started = now()
     import tensorflow  # noqa: F401  (timed: the floor under every start-up)
 
