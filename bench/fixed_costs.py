@@ -14,13 +14,14 @@ import re
 import statistics
 import sys
 from datetime import datetime, timedelta
+from importlib import metadata
 from pathlib import Path
 
 from bench.report import Row
 from bench.startup import LOG_TIME_FORMAT, wall_seconds
 from tests.bit_fixtures import write_bit_savedmodel
 
-SECTION = "7 fixed costs"
+SECTION = "8 fixed costs"
 QUICKSTART: list[str] = []  # `python -m runner` as the README runs it
 # BiT's seed recipe shape (conf/model/bit.yaml: batch 64, 15 epochs of 10 steps) through a tiny
 # SavedModel on digits: per-epoch costs dominate, as on an NPU. No early stopping: all 15 epochs.
@@ -92,27 +93,30 @@ def fixed_cost_rows(bench, recipe: str) -> list[Row]:
     runs = [measure_run(overrides, new_run_dir(bench.work_dir, f"fixed-{recipe}"))
             for _ in range(bench.size.rounds)]
     shape = " ".join(o for o in overrides if not o.startswith("model.handle=")) or "(the quickstart)"
-    return cost_rows(recipe, shape, runs)
+    return cost_rows(recipe, shape, runs, f"TF {metadata.version('tensorflow')}")
 
 
-def cost_rows(recipe: str, shape: str, runs: list[dict[str, float]]) -> list[Row]:
+def cost_rows(recipe: str, shape: str, runs: list[dict[str, float]], stack: str) -> list[Row]:
+    """The medians of the runs' figures; each measurement names the stack, so that both stacks'
+    rows can stand in one dated section of results.md."""
     def med(key: str) -> float:
         return statistics.median(run[key] for run in runs)
 
     ratios = [run["wall"] / run["steps"] for run in runs]
     per_run = "per run " + ", ".join(f"{r:.2f}" for r in ratios)
     goal = "goal <= 1.3; " if recipe == "resizer" else ""
-    return [
-        Row(SECTION, recipe, "wall, launch to exit", med("wall"), "s", f"python -m runner {shape}"),
-        Row(SECTION, recipe, "pure step time", med("steps"), "s", "optimizer steps x steady s/step"),
-        Row(SECTION, recipe, "wall / step time", statistics.median(ratios), "ratio", goal + per_run,
-            tuple(ratios)),
-        Row(SECTION, recipe, "first step after fit starts", med("first_step_after_fit"), "s",
-            "tracing included; goal <= 10 s"),
-        Row(SECTION, recipe, "start-up: launch to first step", med("startup"), "s", "less the step itself"),
-        Row(SECTION, recipe, "pause between epochs (median)", med("pause_median"), "s",
-            "epoch line to next epoch's first step, less the step; goal <= 2 s"),
-        Row(SECTION, recipe, "pauses between epochs, all", med("pauses"), "s", "per run"),
-        Row(SECTION, recipe, "closing: last epoch to exit", med("closing"), "s",
-            "final figures, metrics.json, HParams, exit"),
+    figures = [  # (measurement, value, unit, note, per-run values)
+        ("wall, launch to exit", med("wall"), "s", f"python -m runner {shape}", ()),
+        ("pure step time", med("steps"), "s", "optimizer steps x steady s/step", ()),
+        ("wall / step time", statistics.median(ratios), "ratio", goal + per_run, tuple(ratios)),
+        ("first step after fit starts", med("first_step_after_fit"), "s",
+         "tracing included; goal <= 10 s", ()),
+        ("start-up: launch to first step", med("startup"), "s", "less the step itself", ()),
+        ("pause between epochs (median)", med("pause_median"), "s",
+         "epoch line to next epoch's first step, less the step; goal <= 2 s", ()),
+        ("pauses between epochs, all", med("pauses"), "s", "per run", ()),
+        ("closing: last epoch to exit", med("closing"), "s",
+         "final figures, metrics.json, HParams, exit", ()),
     ]
+    return [Row(SECTION, recipe, f"{name}, {stack}", value, unit, note, rounds)
+            for name, value, unit, note, rounds in figures]
