@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 SECTIONS = ("throughput", "pipeline", "precision", "xla", "startup", "switches",  # FLOP/s: with precision
-            "launchers")
+            "launchers", "fixed_costs")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.md"
 
 

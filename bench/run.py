@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bench.fixed_costs import fixed_cost_rows
 from bench.launchers import launcher_rows
 from bench.report import Row, markdown_table, write_json, write_results
 from bench.sections import (
@@ -22,6 +23,7 @@ PER_RECIPE = {
     "pipeline": pipeline_rows,
     "precision": precision_and_flops_rows,
     "xla": xla_rows,
+    "fixed_costs": fixed_cost_rows,
 }
 
 WHOLE_RUNS = {  # quickstart runs, not per recipe

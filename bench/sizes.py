@@ -22,6 +22,8 @@ class BenchSize:
     startup_repeats: int
     switch_run: tuple[str, ...]  # overrides of the whole quickstart runs that compare switches
     launcher_run: tuple[str, ...]  # overrides of each job of the sweeps that compare launchers
+    fixed_cost_run: tuple[str, ...] = ()  # section 7: the quickstart's overrides (none: as it is)
+    fixed_cost_bit_run: tuple[str, ...] = ()  # section 7: BiT's seed shape's (none: 15 x 10 steps)
 
 
 QUICK = BenchSize(
@@ -29,6 +31,8 @@ QUICK = BenchSize(
     bit_crop=32, bit_resize=48, bit_backbone="tiny", jpeg_shape=(60, 80), pipeline_images=16,
     xla=False, startup_repeats=1, switch_run=("batch_size=8", "epochs=1", "steps_per_epoch=2"),
     launcher_run=("batch_size=8", "epochs=1", "steps_per_epoch=2"),
+    fixed_cost_run=("batch_size=8", "epochs=2", "steps_per_epoch=3"),
+    fixed_cost_bit_run=("batch_size=8", "epochs=3", "steps_per_epoch=3"),
 )
 DEFAULT = BenchSize(
     name="default", rounds=2, steady_steps=4, batch_size=16, resizer_side=64,

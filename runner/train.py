@@ -87,8 +87,8 @@ def _run(cfg: DictConfig, folder: RunFolder, tracker: NoTracker) -> dict[str, An
         with strategy.scope():
             model = compiled_model(cfg, len(splits.class_names))
         log.info("model %s: %s parameters", model.name, f"{model.count_params():,}")
-        step_logger, console = _fit(cfg, folder, model, splits, tracker, debug_callbacks)
-        metrics = _evaluate(cfg, folder, model, splits, step_logger, policy)
+        step_logger, console, stopping = _fit(cfg, folder, model, splits, tracker, debug_callbacks)
+        metrics = _evaluate(cfg, folder, model, splits, step_logger, policy, stopping)
         rank_size = max(strategy.num_replicas_in_sync, current_worker(cfg.device).size)
         return _record(cfg, folder, metrics, step_logger, console, rank_size)
 
@@ -140,14 +140,15 @@ def static_shape(cfg: DictConfig) -> bool:
 
 def _fit(cfg: DictConfig, folder: RunFolder, model, splits, tracker: NoTracker, debug_callbacks: list):
     """model.fit() over the run's epochs, resumable (runner/fit/run_callbacks.py). Returns the
-    StepLogger (throughput) and, for a `modelzoo=` run, its recipe's ConsoleLines."""
+    StepLogger (throughput), for a `modelzoo=` run its recipe's ConsoleLines (else None), and the
+    early stopping (None when off)."""
     from runner.device.npu import multi_card_callbacks
     from runner.fit.callbacks import ModelZooLines, StepLogger
     from runner.fit.run_callbacks import early_stopping, epochs_to_run, run_callbacks
 
     step_logger = StepLogger(cfg.log_steps, cfg.batch_size, cfg.epochs)
     console = _modelzoo_console(cfg)
-    train_data = splits.train.repeat() if cfg.steps_per_epoch else splits.train
+    train_data, steps_per_epoch = epoch_input(splits.train, cfg.steps_per_epoch)
     _log_speed_switches(model, train_data)
     stopping = early_stopping(cfg, folder)
     with StopSignals() as signals:
@@ -155,7 +156,7 @@ def _fit(cfg: DictConfig, folder: RunFolder, model, splits, tracker: NoTracker, 
             train_data,
             validation_data=splits.val,
             epochs=epochs_to_run(cfg, folder, model, stopping),
-            steps_per_epoch=cfg.steps_per_epoch,
+            steps_per_epoch=steps_per_epoch,
             callbacks=[*run_callbacks(cfg, folder, step_logger, signals, tracker, stopping),
                        *multi_card_callbacks(cfg.device), *debug_callbacks,
                        *([ModelZooLines(console)] if console else [])],
@@ -163,7 +164,19 @@ def _fit(cfg: DictConfig, folder: RunFolder, model, splits, tracker: NoTracker, 
             # A modelzoo run prints Keras 2.6's verbose=2 epoch lines itself, on both stacks.
             verbose=0 if console else progress_verbosity(sys.stdout, os.environ),
         )
-    return step_logger, console
+    return step_logger, console, stopping
+
+
+def epoch_input(train, steps_per_epoch: int | None):
+    """fit()'s training input and steps per epoch: one iterator over the repeated split for the
+    whole fit. Given no steps_per_epoch, Keras 2 makes a new iterator of the split every epoch,
+    and dropping the old one waits for its tf.data background threads: up to 19 s between epochs
+    on this 2-core machine under load (docs/performance.md). An epoch is one pass over the split
+    (its batches, the last one partial) either way. A split of unknown length keeps Keras' way."""
+    if steps_per_epoch:
+        return train.repeat(), steps_per_epoch
+    batches = int(train.cardinality())
+    return (train.repeat(), batches) if batches > 0 else (train, None)
 
 
 def progress_verbosity(stream: TextIO, environ: dict[str, str]) -> int:
@@ -184,13 +197,13 @@ def _log_speed_switches(model, train_data) -> None:
     log.info("speed switches in effect: %s", " ".join(f"{k}={v}" for k, v in switches.items()))
 
 
-def _evaluate(cfg: DictConfig, folder: RunFolder, model, splits, step_logger,
-              policy: str) -> dict[str, Any]:
-    """metrics.json's figures: the final evaluation, and the training as history.csv holds it
-    (not fit()'s History: history.csv holds the epochs of earlier attempts too)."""
+def _evaluate(cfg: DictConfig, folder: RunFolder, model, splits, step_logger, policy: str,
+              stopping) -> dict[str, Any]:
+    """metrics.json's figures: the final weights' validation figures, and the training as
+    history.csv holds it (not fit()'s History: history.csv holds the epochs of earlier attempts too)."""
     history = read_history(folder.path)
     _check_loss_is_finite(history, cfg, folder)
-    final = model.evaluate(splits.val, return_dict=True, verbose=0)
+    final = final_validation(model, splits.val, history, stopping is not None)
     last_epoch = history[-1] if history else {}
     return {
         "val_accuracy": float(final["accuracy"]),
@@ -208,6 +221,24 @@ def _evaluate(cfg: DictConfig, folder: RunFolder, model, splits, step_logger,
         "precision_policy": policy,
         "num_classes": len(splits.class_names),
     }
+
+
+def final_validation(model, val, history: list[dict[str, float]], best_restored: bool) -> dict[str, float]:
+    """The final weights' loss and accuracy on the validation split. When they are the last
+    epoch's, fit() validated them already: history.csv's last row holds the figures, and a second
+    evaluation would only repeat them (seconds on the CPU, most of a short run's closing). Early
+    stopping restores the best epoch's weights: evaluated again unless the best is the last."""
+    if history and {"val_loss", "val_accuracy"} <= history[-1].keys() and not (
+            best_restored and best_epoch(history) != len(history) - 1):
+        return {"loss": history[-1]["val_loss"], "accuracy": history[-1]["val_accuracy"]}
+    return model.evaluate(val, return_dict=True, verbose=0)
+
+
+def best_epoch(history: list[dict[str, float]]) -> int:
+    """The epoch whose weights early stopping restores: the first of the highest val_accuracy
+    (it keeps a new best only when strictly better, as the best checkpoint does)."""
+    accuracies = [row["val_accuracy"] for row in history]
+    return accuracies.index(max(accuracies))
 
 
 def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig, folder: RunFolder) -> None:

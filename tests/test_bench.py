@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 
 from bench import plain_keras
 from bench.__main__ import DEFAULT_OUT, main
+from bench.fixed_costs import cost_rows, log_parts
 from bench.fixtures import digits_in_memory, write_bit_savedmodel
 from bench.flops import FP32_FLOP_PER_CYCLE_AVX2_FMA, TRAIN_FLOPS_PER_FORWARD
 from bench.rates import fresh_session, model_step_rate, runner_model
@@ -337,3 +339,42 @@ def test_break_even_counts_the_steps_that_pay_for_a_compile():
     assert break_even_steps(60.0, step_off=3.0, step_on=2.0) == pytest.approx(60.0)
     assert break_even_steps(60.0, step_off=2.0, step_on=2.5) is None  # slower per step: never
     assert break_even_steps(-1.0, step_off=3.0, step_on=2.0) == 0.0  # no extra cost: at once
+
+
+# Section 7's arithmetic on a train.log of known stamps: the parts are disjoint pieces of the wall.
+FIXED_COST_LOG = """\
+[2026-12-02 10:00:05,000][runner.train][I] speed switches in effect: jit_compile=False
+[2026-12-02 10:00:08,000][runner.fit][I] first training step finished 3.00s after fit started
+[2026-12-02 10:00:08,000][runner.fit][I] epoch: 1 step: 1 ,loss: 2.3 ,accuracy: 0.1 ,time: 2.5000
+[2026-12-02 10:00:09,000][runner.fit][I] epoch: 1 step: 2 ,loss: 2.3 ,accuracy: 0.1 ,time: 1.0000
+[2026-12-02 10:00:10,000][runner.fit][I] epoch 1/2 loss: 2.3 accuracy: 0.1 val_loss: 2.3 time: 5.0s
+[2026-12-02 10:00:13,500][runner.fit][I] epoch: 2 step: 1 ,loss: 2.2 ,accuracy: 0.2 ,time: 0.5000
+[2026-12-02 10:00:14,000][runner.fit][I] epoch: 2 step: 2 ,loss: 2.2 ,accuracy: 0.2 ,time: 0.5000
+[2026-12-02 10:00:15,000][runner.fit][I] epoch 2/2 loss: 2.2 accuracy: 0.2 val_loss: 2.2 time: 2.0s
+"""
+
+
+def test_fixed_costs_split_the_wall_by_the_logs_stamps():
+    launched, exited = datetime(2026, 12, 2, 10, 0, 0), datetime(2026, 12, 2, 10, 0, 17)
+    parts = log_parts(FIXED_COST_LOG, launched, exited)
+    assert parts == {"startup": 5.5, "first_step_after_fit": 3.0, "pause_median": 3.0, "pauses": 3.0,
+                     "closing": 2.0}
+    rows = {row.measurement: row for row in cost_rows("bit", "model=bit", [
+        {"wall": 20.0, "steps": 10.0, **parts}, {"wall": 30.0, "steps": 10.0, **parts}], "TF 2.x")}
+    ratio = rows["wall / step time, TF 2.x"]
+    assert ratio.value == 2.5 and ratio.rounds == (2.0, 3.0) and ratio.note.endswith("2.00, 3.00")
+
+
+@pytest.mark.slow
+def test_fixed_costs_section_measures_whole_runs(tmp_path):
+    out, rows_json = tmp_path / "results.md", tmp_path / "rows.json"
+    main(["--quick", "--recipe", "bit", "--sections", "fixed_costs", "--out", str(out),
+          "--json", str(rows_json), "--work-dir", str(tmp_path / "work")])
+    stack = f", TF {metadata.version('tensorflow')}"
+    rows = {row["measurement"].removesuffix(stack): row["value"]
+            for row in json.loads(rows_json.read_text())["rows"]}
+    assert f"| 8 fixed costs | bit | wall / step time{stack} |" in out.read_text()
+    assert 0 < rows["pure step time"] < rows["wall, launch to exit"]
+    fixed = sum(rows[k] for k in ("start-up: launch to first step", "pauses between epochs, all",
+                                  "closing: last epoch to exit"))
+    assert fixed + rows["pure step time"] <= rows["wall, launch to exit"]  # disjoint parts of it

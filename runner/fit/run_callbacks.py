@@ -58,7 +58,10 @@ def run_callbacks(cfg: Any, folder: RunFolder, step_logger: StepLogger, signals:
         ),
         AtomicModelCheckpoint(str(folder.last_weights), save_weights_only=True),
         keras.callbacks.CSVLogger(str(folder.history), append=True),
-        *([keras.callbacks.TensorBoard(str(folder.tensorboard))] if cfg.logger.tensorboard else []),
+        # profile_batch=0: Keras 2.6 profiles the second batch by default (tf-keras does not);
+        # debug=profiling is the runner's way to profile.
+        *([keras.callbacks.TensorBoard(str(folder.tensorboard), profile_batch=0)]
+          if cfg.logger.tensorboard else []),
         step_logger,
         TrackEpochs(tracker),
     ]
