@@ -144,6 +144,7 @@ def _fit(cfg: DictConfig, folder: RunFolder, model, splits, tracker: NoTracker, 
     early stopping (None when off)."""
     from runner.device.npu import multi_card_callbacks
     from runner.fit.callbacks import ModelZooLines, StepLogger
+    from runner.fit.datasets import epoch_input
     from runner.fit.run_callbacks import early_stopping, epochs_to_run, run_callbacks
 
     step_logger = StepLogger(cfg.log_steps, cfg.batch_size, cfg.epochs)
@@ -165,18 +166,6 @@ def _fit(cfg: DictConfig, folder: RunFolder, model, splits, tracker: NoTracker, 
             verbose=0 if console else progress_verbosity(sys.stdout, os.environ),
         )
     return step_logger, console, stopping
-
-
-def epoch_input(train, steps_per_epoch: int | None):
-    """fit()'s training input and steps per epoch: one iterator over the repeated split for the
-    whole fit. Given no steps_per_epoch, Keras 2 makes a new iterator of the split every epoch,
-    and dropping the old one waits for its tf.data background threads: up to 19 s between epochs
-    on this 2-core machine under load (docs/performance.md). An epoch is one pass over the split
-    (its batches, the last one partial) either way. A split of unknown length keeps Keras' way."""
-    if steps_per_epoch:
-        return train.repeat(), steps_per_epoch
-    batches = int(train.cardinality())
-    return (train.repeat(), batches) if batches > 0 else (train, None)
 
 
 def progress_verbosity(stream: TextIO, environ: dict[str, str]) -> int:
@@ -201,6 +190,8 @@ def _evaluate(cfg: DictConfig, folder: RunFolder, model, splits, step_logger, po
               stopping) -> dict[str, Any]:
     """metrics.json's figures: the final weights' validation figures, and the training as
     history.csv holds it (not fit()'s History: history.csv holds the epochs of earlier attempts too)."""
+    from runner.fit.validation import final_validation
+
     history = read_history(folder.path)
     _check_loss_is_finite(history, cfg, folder)
     final = final_validation(model, splits.val, history, stopping is not None)
@@ -221,24 +212,6 @@ def _evaluate(cfg: DictConfig, folder: RunFolder, model, splits, step_logger, po
         "precision_policy": policy,
         "num_classes": len(splits.class_names),
     }
-
-
-def final_validation(model, val, history: list[dict[str, float]], best_restored: bool) -> dict[str, float]:
-    """The final weights' loss and accuracy on the validation split. When they are the last
-    epoch's, fit() validated them already: history.csv's last row holds the figures, and a second
-    evaluation would only repeat them (seconds on the CPU, most of a short run's closing). Early
-    stopping restores the best epoch's weights: evaluated again unless the best is the last."""
-    if history and {"val_loss", "val_accuracy"} <= history[-1].keys() and not (
-            best_restored and best_epoch(history) != len(history) - 1):
-        return {"loss": history[-1]["val_loss"], "accuracy": history[-1]["val_accuracy"]}
-    return model.evaluate(val, return_dict=True, verbose=0)
-
-
-def best_epoch(history: list[dict[str, float]]) -> int:
-    """The epoch whose weights early stopping restores: the first of the highest val_accuracy
-    (it keeps a new best only when strictly better, as the best checkpoint does)."""
-    accuracies = [row["val_accuracy"] for row in history]
-    return accuracies.index(max(accuracies))
 
 
 def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig, folder: RunFolder) -> None:

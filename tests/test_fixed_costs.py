@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from runner.fit.datasets import epoch_input
+from runner.fit.validation import best_epoch, final_validation
 from runner.keras2 import keras
 from runner.record.run_folder import read_history
-from runner.train import best_epoch, epoch_input, final_validation, train
+from runner.train import train
 from tests.conftest import compose_config, runner_env
 
 pytestmark = pytest.mark.ascend_stack

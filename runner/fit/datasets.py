@@ -130,3 +130,15 @@ def build_splits(
         train_examples=train_examples,
         val_examples=val_examples,
     )
+
+
+def epoch_input(train, steps_per_epoch: int | None):
+    """fit()'s training input and steps per epoch: one iterator over the repeated split for the
+    whole fit. Given no steps_per_epoch, Keras 2 makes a new iterator of the split every epoch,
+    and dropping the old one waits for its tf.data background threads: up to 19 s between epochs
+    on this 2-core machine under load (docs/performance.md). An epoch is one pass over the split
+    (its batches, the last one partial) either way. A split of unknown length keeps Keras' way."""
+    if steps_per_epoch:
+        return train.repeat(), steps_per_epoch
+    batches = int(train.cardinality())
+    return (train.repeat(), batches) if batches > 0 else (train, None)

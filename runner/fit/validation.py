@@ -1,0 +1,20 @@
+"""The run's final validation figures: the last epoch's, or restored weights evaluated afresh."""
+from __future__ import annotations
+
+
+def final_validation(model, val, history: list[dict[str, float]], best_restored: bool) -> dict[str, float]:
+    """The final weights' loss and accuracy on the validation split. When they are the last
+    epoch's, fit() validated them already: history.csv's last row holds the figures, and a second
+    evaluation would only repeat them (seconds on the CPU, most of a short run's closing). Early
+    stopping restores the best epoch's weights: evaluated again unless the best is the last."""
+    if history and {"val_loss", "val_accuracy"} <= history[-1].keys() and not (
+            best_restored and best_epoch(history) != len(history) - 1):
+        return {"loss": history[-1]["val_loss"], "accuracy": history[-1]["val_accuracy"]}
+    return model.evaluate(val, return_dict=True, verbose=0)
+
+
+def best_epoch(history: list[dict[str, float]]) -> int:
+    """The epoch whose weights early stopping restores: the first of the highest val_accuracy
+    (it keeps a new best only when strictly better, as the best checkpoint does)."""
+    accuracies = [row["val_accuracy"] for row in history]
+    return accuracies.index(max(accuracies))
