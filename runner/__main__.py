@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 # Before TensorFlow's import: TF 2.21's `import tensorflow` loads Keras 3 eagerly unless told that
-# tf.keras is the legacy Keras 2 (the runner's, runner/keras2.py), and Keras 3 imports
+# its Keras is the legacy Keras 2 (the runner's, runner/keras2.py), and Keras 3 imports
 # matplotlib.pyplot (and on a first run builds its font cache): seconds of start-up for a run that
 # draws nothing. TensorFlow 2.6 ignores it; a value the user set wins.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -148,6 +148,11 @@ def check_tool_command(command: str) -> None:
         if arguments:
             _, bench_arguments = parse_args(arguments)  # what follows `--` goes to every bench
             bench_parse_args(bench_arguments)
+    elif tool == "bench.timeline":
+        from bench.timeline import main  # noqa: F401  (its arguments are python -m runner's)
+
+        overrides = [a for a in arguments if "=" in a]  # `[runner overrides]` is a placeholder
+        compose_config(first_job(overrides))
     else:
         raise AssertionError(f"{tool}: no check for this tool; add one to check_tool_command")
 
