@@ -19,13 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-# Before TensorFlow's import: TF 2.21's `import tensorflow` loads Keras 3 eagerly unless told that
-# its Keras is the legacy Keras 2 (the runner's, runner/keras2.py), and Keras 3 imports
-# matplotlib.pyplot (and on a first run builds its font cache): seconds of start-up for a run that
-# draws nothing. TensorFlow 2.6 ignores it; a value the user set wins.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import hydra  # noqa: E402
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.types import RunMode
@@ -101,8 +95,18 @@ def hydra_error_message(error: Exception) -> str:
     ))
 
 
+def prefer_legacy_keras() -> None:
+    """Before TensorFlow's import (the run's, later): TF 2.21's `import tensorflow` loads Keras 3
+    eagerly unless told that its Keras is the legacy Keras 2 (the runner's, runner/keras2.py), and
+    Keras 3 imports matplotlib.pyplot (and on a first run builds its font cache): seconds of
+    start-up for a run that draws nothing. Called by the command, not at import: a process that
+    only imports this module keeps its environment. TensorFlow 2.6 ignores it; a user's value wins."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
 def run() -> None:
     """`python -m runner` and the `runner` command (`pip install -e .`)."""
+    prefer_legacy_keras()
     try:
         sys.argv[1:] = expand_resume_argument(sys.argv[1:])
     except ConfigError as error:

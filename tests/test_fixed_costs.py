@@ -94,8 +94,14 @@ def test_a_run_over_whole_passes_reports_its_last_epochs_validation_exactly(tmp_
 def test_the_runner_command_imports_no_keras_3_and_no_plotting_library():
     """`python -m runner` imports TensorFlow after runner/__main__.py: TF 2.21 would otherwise
     load Keras 3, which imports matplotlib.pyplot, for a run that draws nothing."""
-    probe = ("import runner.__main__, sys, tensorflow; "
+    probe = ("import runner.__main__, sys; runner.__main__.prefer_legacy_keras(); import tensorflow; "
              "print(sorted({'matplotlib', 'keras.src'} & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=runner_env(),
+    env = {k: v for k, v in runner_env().items() if k != "TF_USE_LEGACY_KERAS"}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env,
                          capture_output=True, text=True, check=True, timeout=300).stdout
     assert out.strip().splitlines()[-1] == "[]"
+    # Importing the module changes nothing: other processes a test or tool starts keep Keras 3.
+    leak = "import os, runner.__main__; print(os.environ.get('TF_USE_LEGACY_KERAS'))"
+    out = subprocess.run([sys.executable, "-c", leak], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True, timeout=300).stdout
+    assert out.strip().splitlines()[-1] == "None"
