@@ -161,7 +161,9 @@ def report(timeline: Timeline) -> str:
 
 
 def main(overrides: list[str]) -> None:
-    import runner.__main__  # noqa: F401  (first: it sets what TensorFlow's import reads)
+    from runner.__main__ import prefer_legacy_keras
+
+    prefer_legacy_keras()  # first, as `python -m runner` does: TensorFlow's import reads it
 
     started = now()
     import tensorflow  # noqa: F401  (timed: the floor under every start-up)
