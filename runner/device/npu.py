@@ -67,8 +67,7 @@ def _unimportable(error: Exception) -> ConfigError:
 
 def npu_options(cfg: Any) -> dict[str, Any]:
     """Every option this run sets on npu_device.global_options(), nested as it nests them."""
-    return {"precision_mode": PRECISION_MODES[str(cfg.precision.mode)].npu_option,
-            **npu_debug_options(cfg.debug)}
+    return {"precision_mode": str(cfg.precision.mode), **npu_debug_options(cfg.debug)}
 
 
 def open_npu(cfg: Any) -> tf.distribute.Strategy:
