@@ -9,7 +9,6 @@ step line, less that step) and the closing (the last epoch's line to exit). Each
 """
 from __future__ import annotations
 
-import json
 import re
 import statistics
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from bench.report import Row
 from bench.startup import LOG_TIME_FORMAT, wall_seconds
+from runner.record.run_folder import LOG_FILE, read_metrics
 from tests.bit_fixtures import write_bit_savedmodel
 
 SECTION = "8 fixed costs"
@@ -46,9 +46,9 @@ def measure_run(overrides: list[str], run_dir: Path) -> dict[str, float]:
     launched = datetime.now()
     wall = wall_seconds([sys.executable, "-m", "runner", *overrides, "log_steps=1",
                          f"hydra.run.dir={run_dir}"])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_metrics(run_dir)
     step_seconds = metrics["batch_size"] / metrics["images_per_sec"]
-    parts = log_parts((run_dir / "train.log").read_text(), launched, launched + timedelta(seconds=wall))
+    parts = log_parts((run_dir / LOG_FILE).read_text(), launched, launched + timedelta(seconds=wall))
     return {"wall": wall, "steps": metrics["optimizer_steps"] * step_seconds, **parts}
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
+from runner.record.run_folder import LOG_FILE, read_metrics
 from tests.conftest import runner_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +38,7 @@ def import_tensorflow_seconds() -> float:
 def whole_run(overrides: list[str], run_dir: Path) -> tuple[float, float]:
     """(wall seconds from launch to exit, steady-state images/s from the run's metrics.json)."""
     seconds = wall_seconds([sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={run_dir}"])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return seconds, float(metrics["images_per_sec"])
+    return seconds, float(read_metrics(run_dir)["images_per_sec"])
 
 
 def first_step_seconds(overrides: list[str], run_dir: Path) -> float:
@@ -54,7 +53,7 @@ def first_step_seconds(overrides: list[str], run_dir: Path) -> float:
         cwd=PROJECT_ROOT, env=runner_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        stamp = _wait_for_first_step(run_dir / "train.log", process)
+        stamp = _wait_for_first_step(run_dir / LOG_FILE, process)
     finally:
         process.terminate()
         process.wait(timeout=60)

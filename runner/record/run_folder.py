@@ -263,9 +263,12 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def read_metrics(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / METRICS_FILE
+def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    return _read_json(run_dir / METRICS_FILE)
 
 
 def write_status(run_dir: Path, status: str, **details: Any) -> None:
@@ -274,8 +277,7 @@ def write_status(run_dir: Path, status: str, **details: Any) -> None:
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / STATUS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return _read_json(run_dir / STATUS_FILE)
 
 
 def read_history(run_dir: Path) -> list[dict[str, float]]:
