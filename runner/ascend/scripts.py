@@ -9,7 +9,6 @@ what still differs from the originals, and why: docs/ascend.md.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 
 from runner.ascend.modelzoo import DYNAMIC_PERF, FIGURE_TEXT, NETWORKS
 from runner.errors import ConfigError
-from runner.record.run_folder import METRICS_FILE
+from runner.record.run_folder import read_metrics
 
 FULL = "train_full_1p"
 PERFORMANCE_STATIC = "train_performance_1p_static_eval"
@@ -273,7 +272,7 @@ def closing_figures(metrics: dict[str, Any], translation: Translation, e2e_secon
 
 def report(translation: Translation, e2e_seconds: int) -> dict[str, str]:
     """The originals' closing lines, and <CaseName>.log beside the training log."""
-    metrics = json.loads((translation.run_dir / METRICS_FILE).read_text())
+    metrics = read_metrics(translation.run_dir)
     figures = closing_figures(metrics, translation, e2e_seconds)
     lines = [f"{key} = {value}" for key, value in figures.items()]
     (translation.run_dir / f"{figures['CaseName']}.log").write_text("\n".join(lines) + "\n")
