@@ -10,7 +10,8 @@ runner/record/lock.py's. No TensorFlow at import (reading a backup's epoch impor
   .hydra/hydra.yaml, overrides.yaml   under `python -m runner`: Hydra's own, written under the lock
   run.lock, status.json, env.json, train.log, history.csv, metrics.json (the mark of a finished run)
   checkpoints/best_weights.h5, last_weights.h5, labels.txt
-  checkpoints/backup/, resume_config.yaml   until the run finishes: Keras' backup and its config
+  checkpoints/resume_config.yaml   the config the backup was trained with (a resume must match it)
+  checkpoints/backup/           until the run finishes: Keras' BackupAndRestore
   tensorboard/                  logger.tensorboard: Keras' scalars and the HParams session
   eval/<split>/                 python -m runner.evaluate's reports
   rank_<id>/                    every other process of a multi-process run, laid out the same
