@@ -1,6 +1,8 @@
 """Shared fixtures: configs composed the way `python -m runner` composes them."""
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -114,8 +116,13 @@ def forget_npu_device() -> None:
 
 
 @contextmanager
-def fake_npu_installed(env: dict[str, str] | None = None):
-    """The strict fake npu_device importable (as a fresh process would see it) for the block only."""
+def fake_npu_installed(env: dict[str, str] | None = None, core_only: bool = False):
+    """The strict fake npu_device importable (as a fresh process would see it) for the block only.
+
+    core_only: only the part that opens the device (`npu_device.npu_device`: global_options, open,
+    set_npu_loop_size), loaded without the package's `__init__`, whose optimizer and Keras parts
+    fail to import under TF 2.21 as the real ones do. It lets the default stack check the order
+    in which runner/device/npu.py opens the device (the whole fake needs the Ascend stack)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(FAKE_NPU_DIR))
         for name in NPU_ENV:
@@ -124,14 +131,24 @@ def fake_npu_installed(env: dict[str, str] | None = None):
             patch.setenv(name, value)
         forget_npu_device()
         try:
-            import npu_device
-
+            npu_device = _import_fake_core() if core_only else importlib.import_module("npu_device")
             npu_device._fake.reset()  # after the environment is set: it reads NPU_LOOP_SIZE
             yield npu_device
         finally:
             if "npu_device" in sys.modules:  # TensorFlow's own context and functions back
                 sys.modules["npu_device"]._fake.reset()
             forget_npu_device()
+
+
+def _import_fake_core():
+    package = importlib.util.module_from_spec(importlib.util.find_spec("npu_device"))
+    sys.modules["npu_device"] = package  # its __init__ is not run
+    from npu_device import _fake, npu_device
+
+    package.npu_device, package._fake = npu_device, _fake
+    for name in ("open", "global_options", "set_npu_loop_size"):
+        setattr(package, name, getattr(npu_device, name))
+    return package
 
 
 @pytest.fixture
