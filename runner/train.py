@@ -8,7 +8,6 @@ config errors stay fast.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -190,11 +189,12 @@ def _evaluate(cfg: DictConfig, folder: RunFolder, model, splits, step_logger, po
               stopping) -> dict[str, Any]:
     """metrics.json's figures: the final weights' validation figures, and the training as
     history.csv holds it (not fit()'s History: history.csv holds the epochs of earlier attempts too)."""
-    from runner.fit.validation import final_validation
+    from runner.fit.validation import final_validation, training_divergence, validation_divergence
 
     history = read_history(folder.path)
-    _check_loss_is_finite(history, cfg, folder)
+    _fail_if_diverged(training_divergence(history), cfg, folder)
     final = final_validation(model, splits.val, history, stopping is not None)
+    _fail_if_diverged(validation_divergence(final), cfg, folder)
     last_epoch = history[-1] if history else {}
     return {
         "val_accuracy": float(final["accuracy"]),
@@ -214,16 +214,16 @@ def _evaluate(cfg: DictConfig, folder: RunFolder, model, splits, step_logger, po
     }
 
 
-def _check_loss_is_finite(history: list[dict[str, float]], cfg: DictConfig, folder: RunFolder) -> None:
-    """TerminateOnNaN stopped fit() early and quietly: make that a failed run, not a result. Its
-    backup holds NaN weights: dropped, so that the folder starts afresh (with another config)."""
-    if history and not math.isfinite(history[-1].get("loss", 0.0)):
+def _fail_if_diverged(what: str | None, cfg: DictConfig, folder: RunFolder) -> None:
+    """A loss that is not a number is a failed run, not a result (a sweeper cannot rank NaN). The
+    backup holds the diverged weights: dropped, so that the folder starts afresh (with another
+    config)."""
+    if what:
         folder.drop_backup()
         raise RunFailed(
-            f"The training loss became {history[-1]['loss']} in epoch {int(history[-1]['epoch']) + 1}"
-            f" and training stopped (TerminateOnNaN): it diverged. Lower model.learning_rate "
-            f"(now {cfg.model.learning_rate}), change batch_size (now {cfg.batch_size}) or "
-            "precision, or check the data for NaN/inf values."
+            f"{what}: training diverged. Lower model.learning_rate (now {cfg.model.learning_rate}), "
+            f"change batch_size (now {cfg.batch_size}) or precision, or check the data for NaN/inf "
+            "values."
         )
 
 

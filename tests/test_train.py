@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, RunFailed
 from runner.evaluate import evaluate_run
 from runner.keras2 import keras
-from runner.record.run_folder import one_line, read_history
+from runner.record.run_folder import one_line, read_history, read_status
 from runner.tools.checkpoint import load_run, load_run_config
 from runner.train import progress_verbosity, train
 from tests.conftest import ON_ASCEND_STACK, compose_config
@@ -262,3 +262,24 @@ def test_a_failure_reason_is_one_line_that_keeps_the_cause():
     assert "\n" not in reason and len(reason) <= 1005
     assert reason.startswith("Graph execution error:") and reason.endswith("a.jpg; No such file")
     assert one_line("short\n  message") == "short message"
+
+
+def test_a_loss_that_is_not_a_number_is_named_whichever_split_it_is_on():
+    from runner.fit.validation import training_divergence, validation_divergence
+
+    row = {"epoch": 2.0, "loss": 0.5, "val_loss": 0.7, "val_accuracy": 0.4}
+    assert training_divergence([row]) is None and training_divergence([]) is None
+    assert "epoch 3" in training_divergence([row, {**row, "loss": float("nan")}])
+    assert validation_divergence({"loss": 0.7, "accuracy": 0.4}) is None
+    for loss in (float("inf"), float("nan")):
+        assert str(loss) in validation_divergence({"loss": loss, "accuracy": 0.1})
+
+
+def test_a_run_whose_final_validation_loss_is_not_a_number_fails(tmp_path, toy_bit_run):
+    """On TF 2.21 the toy model at this rate keeps a finite training loss (about 1e36) while its
+    validation loss is inf; on TF 2.6 the training loss is NaN first. Either way: no result."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunFailed):
+        train(compose_config([*toy_bit_run, "model.learning_rate=1e38"], run_dir))
+    assert read_status(run_dir)["status"] == "failed"
+    assert not (run_dir / "metrics.json").exists()

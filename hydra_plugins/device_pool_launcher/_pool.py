@@ -23,7 +23,7 @@ from hydra_plugins.device_pool_launcher.devices import Device
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "device_pool.jsonl"  # in the sweep folder; runner/summarize.py reads it too
+RECORD_FILE = "device_pool.jsonl"  # in the sweep folder; runner/record/summarize.py reads it too
 POLL_SECONDS = 0.2
 
 

@@ -1,6 +1,8 @@
 """The run's final validation figures: the last epoch's, or restored weights evaluated afresh."""
 from __future__ import annotations
 
+import math
+
 
 def final_validation(model, val, history: list[dict[str, float]], best_restored: bool) -> dict[str, float]:
     """The final weights' loss and accuracy on the validation split. When they are the last
@@ -18,3 +20,19 @@ def best_epoch(history: list[dict[str, float]]) -> int:
     (it keeps a new best only when strictly better, as the best checkpoint does)."""
     accuracies = [row["val_accuracy"] for row in history]
     return accuracies.index(max(accuracies))
+
+
+
+def training_divergence(history: list[dict[str, float]]) -> str | None:
+    """TerminateOnNaN ends fit() early and quietly: what it stopped on, or None."""
+    if history and not math.isfinite(history[-1].get("loss", 0.0)):
+        return (f"The training loss became {history[-1]['loss']} in epoch {int(history[-1]['epoch']) + 1}"
+                " and training stopped (TerminateOnNaN)")
+    return None
+
+
+def validation_divergence(final: dict[str, float]) -> str | None:
+    """The final weights' validation loss can be inf or NaN while training's is finite."""
+    if not math.isfinite(final["loss"]):
+        return f"The final weights' validation loss is {final['loss']}"
+    return None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.device_pool_launcher._pool import RECORD_FILE as DEVICE_RECORD  # jobs' devices
 from runner.config.schema import direction
 from runner.record.report import current_status
 from runner.record.run_folder import (
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG = "summary.csv", "summary.md", "summary.png"
-# hydra/launcher=device_pool records each job's device there (hydra_plugins/device_pool_launcher).
-DEVICE_RECORD = "device_pool.jsonl"
 METRIC_COLUMNS = ("val_accuracy", "val_loss", "images_per_sec", "wall_seconds", "epochs_completed")
 
 
