@@ -105,3 +105,32 @@ def test_the_runner_command_imports_no_keras_3_and_no_plotting_library():
     out = subprocess.run([sys.executable, "-c", leak], cwd=ROOT, env=env,
                          capture_output=True, text=True, check=True, timeout=300).stdout
     assert out.strip().splitlines()[-1] == "None"
+
+
+EXIT_PROBE = """
+import atexit, sys, threading, time
+from runner.__main__ import exit_without_teardown
+
+class Left:
+    def __del__(self):
+        print("torn down", flush=True)
+
+left = Left()  # a module global: Python's teardown would delete it
+atexit.register(lambda: print("exit handler ran", flush=True))
+threading.Thread(target=lambda: (time.sleep(0.5), print("thread finished", flush=True))).start()
+print("buffered, not flushed", end="")
+exit_without_teardown(sys.argv[1] if sys.argv[1].startswith("why") else int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize(("code", "status"), [("0", 0), ("2", 2), ("143", 143), ("why: a reason", 1)])
+def test_the_command_exits_with_its_status_after_the_exit_handlers_without_the_teardown(code, status):
+    """The runner command skips only the interpreter's teardown of what is left (TensorFlow's
+    graphs: seconds): threads are joined, exit handlers run, output flushed, the status kept."""
+    result = subprocess.run([sys.executable, "-c", EXIT_PROBE, code], cwd=ROOT, env=runner_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == status
+    assert "thread finished" in result.stdout and "exit handler ran" in result.stdout
+    assert result.stdout.index("thread finished") < result.stdout.index("exit handler ran")
+    assert "buffered, not flushed" in result.stdout and "torn down" not in result.stdout
+    assert ("why: a reason" in result.stderr) == code.startswith("why")

@@ -101,8 +101,10 @@ def test_the_plot_shows_each_metric_against_the_first_swept_key_and_every_learni
 @pytest.mark.parametrize("metric,best", [("val_accuracy", "lr=0.1"), ("val_loss", "lr=0.01")])
 def test_the_best_job_follows_the_optimized_metric_and_its_direction(tmp_path, metric, best):
     """docs/sweeps.md: `best` is the finished job with the best optimized_metric: the highest
-    accuracy, or the lowest loss (here another job than the most accurate one)."""
-    jobs = [(["lr=0.1"], {"val_accuracy": 0.8, "val_loss": 1.2}),
+    accuracy, or the lowest loss (here another job than the most accurate one); a job whose
+    metric is not a number is never the best (first here: min() would keep it)."""
+    jobs = [(["lr=10"], {"val_accuracy": 0.05, "val_loss": float("nan")}),
+            (["lr=0.1"], {"val_accuracy": 0.8, "val_loss": 1.2}),
             (["lr=0.01"], {"val_accuracy": 0.7, "val_loss": 0.6}),
             (["lr=1"], {"val_accuracy": 0.1, "val_loss": 2.3})]
     for number, (overrides, scores) in enumerate(jobs):

@@ -1,7 +1,10 @@
 """The run's final validation figures: the last epoch's, or restored weights evaluated afresh."""
 from __future__ import annotations
 
+import logging
 import math
+
+log = logging.getLogger(__name__)
 
 
 def final_validation(model, val, history: list[dict[str, float]], best_restored: bool) -> dict[str, float]:
@@ -31,8 +34,14 @@ def training_divergence(history: list[dict[str, float]]) -> str | None:
     return None
 
 
-def validation_divergence(final: dict[str, float]) -> str | None:
-    """The final weights' validation loss can be inf or NaN while training's is finite."""
+def warn_if_not_a_number(final: dict[str, float]) -> None:
+    """The final weights' validation loss can be inf or NaN while training's is finite: after a
+    few steps, BatchNorm's moving statistics are still far from the data's, and in inference mode
+    activations grow layer by layer (a smoke run of DenseNet-121 at batch 2 does this). The run
+    is kept (its speed figures are sound); a sweeper gets no score from it (runner.__main__)."""
     if not math.isfinite(final["loss"]):
-        return f"The final weights' validation loss is {final['loss']}"
-    return None
+        log.warning(
+            "the final weights' validation loss is %s: their predictions are not usable. After few "
+            "steps or with tiny batches, BatchNorm's moving statistics are not yet the data's: train "
+            "longer or with a larger batch_size; if training's loss grew too, lower "
+            "model.learning_rate.", final["loss"])

@@ -121,7 +121,7 @@ def optimized_metric(jobs: Sequence[JobResult]) -> str:
 
 def best_job(jobs: Sequence[JobResult], metric: str) -> JobResult | None:
     """The finished job with the best value of metric (the sweeper's best trial), if any."""
-    scored = [job for job in jobs if job.finished and metric in job.metrics]
+    scored = [job for job in jobs if job.finished and math.isfinite(job.metrics.get(metric, math.nan))]
     pick = min if direction(metric) == "minimize" else max
     return pick(scored, key=lambda job: job.metrics[metric], default=None)
 
