@@ -125,11 +125,12 @@ def run() -> NoReturn:
 
 
 def exit_without_teardown(code: int | str | None) -> NoReturn:
-    """Exit as Python would (threading's exit hooks, non-daemon threads joined, exit handlers run:
-    logging, TensorFlow's, MLflow's; streams flushed; a str code printed, status 1), less the interpreter's teardown of
-    every object left. That teardown frees TensorFlow's traced graphs one by one: about 2 s after a
-    quickstart on an idle 2-core machine and 17 s under load (docs/performance.md), after the
-    results are written. An exception this does not catch (a bug) exits the usual way."""
+    """Exit as Python would (threading's exit hooks, non-daemon threads joined, exit handlers
+    run: logging, TensorFlow's, MLflow's; streams flushed; a str code printed, status 1), less
+    the interpreter's teardown of every object left. That teardown frees TensorFlow's traced
+    graphs one by one: about 2 s after a quickstart on an idle 2-core machine and 17 s under load
+    (docs/performance.md), after the results are written. An exception this does not catch (a
+    bug) exits the usual way."""
     # What Python's own exit runs, in its order (both private, both in CPython 3.7-3.13): the
     # threading exit hooks (loky's, which stop joblib's worker manager), then joining non-daemon
     # threads, then atexit's handlers.
