@@ -25,7 +25,6 @@ def best_epoch(history: list[dict[str, float]]) -> int:
     return accuracies.index(max(accuracies))
 
 
-
 def training_divergence(history: list[dict[str, float]]) -> str | None:
     """TerminateOnNaN ends fit() early and quietly: what it stopped on, or None."""
     if history and not math.isfinite(history[-1].get("loss", 0.0)):
