@@ -1,4 +1,4 @@
-"""7. Fixed costs: whole `python -m runner` runs, their wall time against their pure step time.
+"""8. Fixed costs: whole `python -m runner` runs, their wall time against their pure step time.
 
 Both sides of each ratio come from the same run: the wall time from launch to exit (measured
 here) and the step time (optimizer steps x the steady seconds per step StepLogger measured, in

@@ -22,8 +22,8 @@ class BenchSize:
     startup_repeats: int
     switch_run: tuple[str, ...]  # overrides of the whole quickstart runs that compare switches
     launcher_run: tuple[str, ...]  # overrides of each job of the sweeps that compare launchers
-    fixed_cost_run: tuple[str, ...] = ()  # section 7: the quickstart's overrides (none: as it is)
-    fixed_cost_bit_run: tuple[str, ...] = ()  # section 7: BiT's seed shape's (none: 15 x 10 steps)
+    fixed_cost_run: tuple[str, ...] = ()  # section 8: the quickstart's overrides (none: as it is)
+    fixed_cost_bit_run: tuple[str, ...] = ()  # section 8: BiT's seed shape's (none: 15 x 10 steps)
 
 
 QUICK = BenchSize(

@@ -215,9 +215,9 @@ def _evaluate(cfg: DictConfig, folder: RunFolder, model, splits, step_logger, po
 
 
 def _fail_if_diverged(what: str | None, cfg: DictConfig, folder: RunFolder) -> None:
-    """A loss that is not a number is a failed run, not a result (a sweeper cannot rank NaN). The
-    backup holds the diverged weights: dropped, so that the folder starts afresh (with another
-    config)."""
+    """A training loss that is not a number is a failed run, not a result (a sweeper cannot rank
+    NaN). The backup holds the diverged weights: dropped, so that the folder starts afresh (with
+    another config)."""
     if what:
         folder.drop_backup()
         raise RunFailed(

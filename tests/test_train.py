@@ -264,7 +264,6 @@ def test_a_failure_reason_is_one_line_that_keeps_the_cause():
     assert one_line("short\n  message") == "short message"
 
 
-
 def test_a_diverged_training_loss_is_named_with_its_epoch():
     from runner.fit.validation import training_divergence
 
