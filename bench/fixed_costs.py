@@ -6,9 +6,13 @@ metrics.json). train.log's stamps split the rest into start-up (launch to the fi
 step, less that step), the pauses between epochs (an epoch's end line to the next epoch's first
 step line, less that step) and the closing (the last epoch's line to exit). Each step is logged
 (log_steps=1) so that every epoch's first step has its line.
+
+The quickstart's runs alternate with its training as a bare Keras 2 script (bench/keras_floor.py),
+measured the same way: the floor TensorFlow and Keras set under any program's wall / step time.
 """
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import sys
@@ -17,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.report import Row
-from bench.startup import LOG_TIME_FORMAT, wall_seconds
+from bench.startup import LOG_TIME_FORMAT, timed_output, wall_seconds
 from runner.record.run_folder import LOG_FILE, read_metrics
 from tests.bit_fixtures import write_bit_savedmodel
 
@@ -50,6 +54,14 @@ def measure_run(overrides: list[str], run_dir: Path) -> dict[str, float]:
     step_seconds = metrics["batch_size"] / metrics["images_per_sec"]
     parts = log_parts((run_dir / LOG_FILE).read_text(), launched, launched + timedelta(seconds=wall))
     return {"wall": wall, "steps": metrics["optimizer_steps"] * step_seconds, **parts}
+
+
+def measure_floor(epochs: int, batch_size: int, steps_per_epoch: int | None) -> dict[str, float]:
+    """The same training as a bare Keras 2 script: its wall time and its step time."""
+    wall, printed = timed_output([sys.executable, "-m", "bench.keras_floor", str(epochs), str(batch_size),
+                                  str(steps_per_epoch or 0)])
+    figures = json.loads(printed.strip().splitlines()[-1])
+    return {"wall": wall, "steps": figures["steps"] * figures["step_seconds"]}
 
 
 def log_parts(log_text: str, launched: datetime, exited: datetime) -> dict[str, float]:
@@ -90,15 +102,21 @@ def fixed_cost_rows(bench, recipe: str) -> list[Row]:
 
     shorten = list(bench.size.fixed_cost_run) if recipe == "resizer" else list(bench.size.fixed_cost_bit_run)
     overrides = recipe_overrides(recipe, bench.work_dir, shorten)
-    runs = [measure_run(overrides, new_run_dir(bench.work_dir, f"fixed-{recipe}"))
-            for _ in range(bench.size.rounds)]
+    cfg = bench.compose(overrides)
+    runs, floors = [], []
+    for _ in range(bench.size.rounds):  # the runner and the bare script alternate
+        runs.append(measure_run(overrides, new_run_dir(bench.work_dir, f"fixed-{recipe}")))
+        if recipe == "resizer":
+            floors.append(measure_floor(cfg.epochs, cfg.batch_size, cfg.steps_per_epoch))
     shape = " ".join(o for o in overrides if not o.startswith("model.handle=")) or "(the quickstart)"
-    return cost_rows(recipe, shape, runs, f"TF {metadata.version('tensorflow')}")
+    return cost_rows(recipe, shape, runs, f"TF {metadata.version('tensorflow')}", floors)
 
 
-def cost_rows(recipe: str, shape: str, runs: list[dict[str, float]], stack: str) -> list[Row]:
-    """The medians of the runs' figures; each measurement names the stack, so that both stacks'
-    rows can stand in one dated section of results.md."""
+def cost_rows(recipe: str, shape: str, runs: list[dict[str, float]], stack: str,
+              floors: list[dict[str, float]] = ()) -> list[Row]:
+    """The medians of the runs' figures, and of the bare script's (floors) when measured; each
+    measurement names the stack, so that both stacks' rows can stand in one dated section of
+    results.md."""
     def med(key: str) -> float:
         return statistics.median(run[key] for run in runs)
 
@@ -118,5 +136,14 @@ def cost_rows(recipe: str, shape: str, runs: list[dict[str, float]], stack: str)
         ("closing: last epoch to exit", med("closing"), "s",
          "final figures, metrics.json, HParams, exit", ()),
     ]
+    if floors:
+        floor_ratios = [floor["wall"] / floor["steps"] for floor in floors]
+        figures += [
+            ("bare Keras 2 script: wall", statistics.median(f["wall"] for f in floors), "s",
+             "the same training, nothing else (bench/keras_floor.py)", ()),
+            ("bare Keras 2 script: wall / step time", statistics.median(floor_ratios), "ratio",
+             "the floor under the runner's; per run " + ", ".join(f"{r:.2f}" for r in floor_ratios),
+             tuple(floor_ratios)),
+        ]
     return [Row(SECTION, recipe, f"{name}, {stack}", value, unit, note, rounds)
             for name, value, unit, note, rounds in figures]

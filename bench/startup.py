@@ -19,10 +19,15 @@ TIMEOUT_S = 600
 
 def wall_seconds(args: list[str]) -> float:
     """Wall time of one command, start to exit."""
+    return timed_output(args)[0]
+
+
+def timed_output(args: list[str]) -> tuple[float, str]:
+    """Wall time of one command, start to exit, and what it printed."""
     started = time.perf_counter()
-    subprocess.run(args, cwd=PROJECT_ROOT, env=runner_env(), capture_output=True, check=True,
-                   timeout=TIMEOUT_S)
-    return time.perf_counter() - started
+    done = subprocess.run(args, cwd=PROJECT_ROOT, env=runner_env(), capture_output=True, check=True,
+                          text=True, timeout=TIMEOUT_S)
+    return time.perf_counter() - started, done.stdout
 
 
 def cfg_job_seconds() -> float:

@@ -363,6 +363,30 @@ def test_fixed_costs_split_the_wall_by_the_logs_stamps():
         {"wall": 20.0, "steps": 10.0, **parts}, {"wall": 30.0, "steps": 10.0, **parts}], "TF 2.x")}
     ratio = rows["wall / step time, TF 2.x"]
     assert ratio.value == 2.5 and ratio.rounds == (2.0, 3.0) and ratio.note.endswith("2.00, 3.00")
+    assert not any("bare" in name for name in rows)  # the floor is the quickstart's alone
+
+    floors = [{"wall": 12.0, "steps": 10.0}, {"wall": 16.0, "steps": 10.0}, {"wall": 30.0, "steps": 20.0}]
+    rows = {row.measurement: row for row in cost_rows("resizer", "", [{"wall": 20.0, "steps": 10.0, **parts}],
+                                                      "TF 2.x", floors)}
+    assert rows["bare Keras 2 script: wall, TF 2.x"].value == 16.0
+    assert rows["bare Keras 2 script: wall / step time, TF 2.x"].rounds == (1.2, 1.6, 1.5)
+    assert rows["bare Keras 2 script: wall / step time, TF 2.x"].value == 1.5
+
+
+def test_the_bare_keras_script_trains_on_the_quickstarts_data(tmp_path):
+    """bench/keras_floor.py is the floor under the quickstart only if it trains on the same
+    examples: the same split, order and pixels of the validation images, the same batches."""
+    from bench.keras_floor import digits_batches
+    from runner.fit.datasets import build_splits, load_source
+
+    cfg = compose_config([], tmp_path)
+    splits = build_splits(cfg, load_source(cfg.dataset, cfg.seed), drop_remainder=False, shard=None)
+    train, val = digits_batches(cfg.batch_size)
+    assert train.element_spec[0].shape.as_list() == splits.train.element_spec[0].shape.as_list()
+    assert sum(1 for _ in train) == -(-splits.train_examples // cfg.batch_size)
+    (floor_images, floor_labels), (runner_images, runner_labels) = next(iter(val)), next(iter(splits.val))
+    np.testing.assert_allclose(floor_images.numpy(), runner_images.numpy(), atol=1e-3)
+    np.testing.assert_array_equal(floor_labels.numpy().argmax(-1), runner_labels.numpy().argmax(-1))
 
 
 @pytest.mark.slow

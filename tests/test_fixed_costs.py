@@ -91,6 +91,32 @@ def test_a_run_over_whole_passes_reports_its_last_epochs_validation_exactly(tmp_
     assert not list((tmp_path / "tensorboard").rglob("plugins/profile"))
 
 
+@pytest.mark.parametrize("overrides", [
+    ["model.optimizer=sgd"],  # sparse labels
+    ["model.optimizer=adam", "model.label_smoothing=0.1"],  # one-hot labels
+    ["precision=allow_mix_precision_fp16"],  # on the GPU policy: Keras' loss-scale optimizer
+], ids=["sgd-sparse", "adam-one-hot", "loss-scaled"])
+def test_the_first_train_and_test_steps_are_traced_once(tmp_path, toy_bit_run, overrides):
+    """Every variable the steps use exists before fit(): a tf.function that creates variables
+    (optimizer slots, a metric's totals) on its first call is traced twice, the second time for
+    the whole network again (seconds of DenseNet-121's start-up)."""
+    from runner.device.precision import apply_precision
+    from runner.fit.datasets import build_splits, load_source
+    from runner.fit.network import compiled_model
+
+    cfg = compose_config([*toy_bit_run, *overrides], tmp_path)
+    apply_precision(cfg.precision.mode, "gpu")
+    splits = build_splits(cfg, load_source(cfg.dataset, cfg.seed), drop_remainder=False, shard=None)
+    model = compiled_model(cfg, len(splits.class_names))
+    images, labels = next(iter(splits.train))
+    model.train_on_batch(images, labels)
+    model.test_on_batch(*next(iter(splits.val)))
+    model.train_on_batch(images, labels)
+    assert model.train_function.experimental_get_tracing_count() == 1
+    assert model.test_function.experimental_get_tracing_count() == 1
+    assert model.metrics_names == ["loss", "accuracy"]
+
+
 def test_the_runner_command_imports_no_keras_3_and_no_plotting_library():
     """`python -m runner` imports TensorFlow after runner/__main__.py: TF 2.21 would otherwise
     load Keras 3, which imports matplotlib.pyplot, for a run that draws nothing."""

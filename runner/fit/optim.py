@@ -67,6 +67,15 @@ def uses_one_hot_labels(model_cfg: Any) -> bool:
     return model_cfg.label_smoothing > 0 or model_cfg.mixup_alpha > 0
 
 
+def build_accuracy(model_cfg: Any) -> keras.metrics.Metric:
+    """The accuracy metric for the run's label format. An object, not Keras' "accuracy" string:
+    the string's metric is built, and its variables created, inside the first train step, and a
+    tf.function that creates variables is traced twice (once more for the whole network)."""
+    if uses_one_hot_labels(model_cfg):
+        return keras.metrics.CategoricalAccuracy(name="accuracy")
+    return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+
 def build_loss(model_cfg: Any) -> keras.losses.Loss:
     if uses_one_hot_labels(model_cfg):
         return keras.losses.CategoricalCrossentropy(
