@@ -76,7 +76,20 @@ def make_batches(ds: tf.data.Dataset, spec: PipelineSpec, training: bool) -> tf.
         ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, spec.num_classes)))
     if training and spec.mixup_alpha > 0:
         ds = ds.map(lambda images, labels: mixup(images, labels, spec.mixup_alpha))
-    return ds.prefetch(AUTOTUNE)
+    return without_autotuning(ds.prefetch(AUTOTUNE))
+
+
+def without_autotuning(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """ds with tf.data's autotuning off: AUTOTUNE then means TensorFlow's defaults (parallel maps
+    on every core, prefetching on), as fast here as tuned (docs/performance.md). Dropping a tuned
+    iterator waits for its tuning thread, whose wake-up can be lost: it then sleeps out its
+    period, which doubles up to 60 s, so fit() ended 16-38 s late in about one run of three."""
+    options = tf.data.Options()
+    if hasattr(options, "autotune"):  # TF >= 2.7
+        options.autotune.enabled = False
+    else:  # TF 2.6
+        options.experimental_optimization.autotune = False
+    return ds.with_options(options)
 
 
 def caches_in_memory(ds: tf.data.Dataset) -> bool:
