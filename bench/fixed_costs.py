@@ -56,10 +56,14 @@ def measure_run(overrides: list[str], run_dir: Path) -> dict[str, float]:
     return {"wall": wall, "steps": metrics["optimizer_steps"] * step_seconds, **parts}
 
 
+def floor_command(epochs: int, batch_size: int, steps_per_epoch: int | None) -> list[str]:
+    """`python -m bench.keras_floor`'s arguments; steps_per_epoch 0: one pass over the split."""
+    return [sys.executable, "-m", "bench.keras_floor", *map(str, (epochs, batch_size, steps_per_epoch or 0))]
+
+
 def measure_floor(epochs: int, batch_size: int, steps_per_epoch: int | None) -> dict[str, float]:
     """The same training as a bare Keras 2 script: its wall time and its step time."""
-    wall, printed = timed_output([sys.executable, "-m", "bench.keras_floor", str(epochs), str(batch_size),
-                                  str(steps_per_epoch or 0)])
+    wall, printed = timed_output(floor_command(epochs, batch_size, steps_per_epoch))
     figures = json.loads(printed.strip().splitlines()[-1])
     return {"wall": wall, "steps": figures["steps"] * figures["step_seconds"]}
 

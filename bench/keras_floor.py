@@ -3,9 +3,11 @@
 The same data (digits at 64 px, the same split), the same network (models/resizer.py), optimiser,
 loss, batch size, epochs and per-epoch validation as `python -m runner`, written as a keras-io
 example is: no Hydra, no run folder, no checkpoints, no callbacks but the runner's StepLogger as
-the step meter, so both sides count a step the same way. Run as its own process by
-`bench/fixed_costs.py`; its wall time against its step time is what TensorFlow and Keras
-themselves cost (import, build, tracing, validation), whatever program is around them.
+the step meter, so both sides count a step the same way. What no program needs to pay it skips
+as the runner does: tf.data's autotuning (data.pipeline.without_autotuning) and the interpreter's
+teardown. Run as its own process by `bench/fixed_costs.py`; its wall time against its step time
+is what TensorFlow and Keras themselves cost (import, build, tracing, validation), the floor under
+any program that trains this.
 
     python -m bench.keras_floor [epochs] [batch_size] [steps_per_epoch]
     # prints {"steps": ..., "step_seconds": ...}; steps_per_epoch 0: one pass over the split
@@ -22,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 from bench.fixtures import digits_in_memory  # noqa: E402
+from data.pipeline import without_autotuning  # noqa: E402
 from models.resizer import build_resizer_densenet  # noqa: E402
 from runner.fit.callbacks import StepLogger  # noqa: E402
 from runner.keras2 import keras, optimizers  # noqa: E402
@@ -39,13 +42,13 @@ def digits_batches(batch_size: int) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, 10)))
         if shuffle:
             ds = ds.shuffle(len(x), seed=SEED)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return without_autotuning(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
     return batches(x_train, y_train, True), batches(x_val, y_val, False)
 
 
 def main(epochs: int = 5, batch_size: int = 64, steps_per_epoch: int = 0) -> None:
-    keras.utils.set_random_seed(SEED)
+    tf.random.set_seed(SEED)
     train, val = digits_batches(batch_size)
     model = build_resizer_densenet(10, IMAGE_SIZE, TARGET_SIZE, bn_momentum=0.9)
     model.compile(
@@ -59,7 +62,8 @@ def main(epochs: int = 5, batch_size: int = 64, steps_per_epoch: int = 0) -> Non
         train = train.repeat()
     model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps_per_epoch or None,
               callbacks=[meter], verbose=0)
-    print(json.dumps({"steps": meter.steps_seen, "step_seconds": meter.seconds_per_step}))
+    print(json.dumps({"steps": meter.steps_seen, "step_seconds": meter.seconds_per_step}), flush=True)
+    os._exit(0)  # no teardown of the traced graphs: seconds that follow the training, not part of it
 
 
 if __name__ == "__main__":

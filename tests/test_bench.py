@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -35,7 +36,7 @@ from bench.sizes import DEFAULT, FULL, QUICK
 from bench.stacks import compare, turn_order
 from bench.startup import first_step_logged
 from runner.keras2 import TF_VERSION, keras
-from tests.conftest import ON_ASCEND_STACK, compose_config
+from tests.conftest import ON_ASCEND_STACK, compose_config, runner_env
 
 pytestmark = pytest.mark.ascend_stack  # the bench runs on both stacks: CI checks it on both
 ROOT = Path(__file__).resolve().parent.parent
@@ -371,6 +372,17 @@ def test_fixed_costs_split_the_wall_by_the_logs_stamps():
     assert rows["bare Keras 2 script: wall, TF 2.x"].value == 16.0
     assert rows["bare Keras 2 script: wall / step time, TF 2.x"].rounds == (1.2, 1.6, 1.5)
     assert rows["bare Keras 2 script: wall / step time, TF 2.x"].value == 1.5
+
+
+@pytest.mark.slow
+def test_the_bare_keras_script_runs_the_steps_it_is_given():
+    """The command bench/fixed_costs.py runs: epochs, batch size, steps per epoch, in that order."""
+    from bench.fixed_costs import floor_command
+
+    done = subprocess.run(floor_command(epochs=3, batch_size=4, steps_per_epoch=2), cwd=ROOT,
+                          env=runner_env(), capture_output=True, text=True, check=True, timeout=600)
+    printed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert printed["steps"] == 6 and printed["step_seconds"] > 0
 
 
 def test_the_bare_keras_script_trains_on_the_quickstarts_data(tmp_path):
