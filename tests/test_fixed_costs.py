@@ -1,7 +1,8 @@
 """What a run does besides training steps, and what it no longer does (issue 23): one training
-iterator for the whole fit, no second evaluation of the last epoch's weights, no Keras 3 (and
-matplotlib) behind `python -m runner`'s TensorFlow import, no profiling unasked. No timing here:
-the times are bench/'s (`python -m bench --sections fixed_costs`, docs/performance.md)."""
+iterator for the whole fit, one trace of the train and test steps, no second evaluation of the
+last epoch's weights, no Keras 3 (and matplotlib) behind `python -m runner`'s TensorFlow import,
+no profiling unasked. No timing here: the times are bench/'s (`python -m bench --sections
+fixed_costs`, docs/performance.md)."""
 from __future__ import annotations
 
 import math
