@@ -16,6 +16,7 @@ import json
 import re
 import statistics
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from importlib import metadata
 from pathlib import Path
@@ -106,18 +107,18 @@ def fixed_cost_rows(bench, recipe: str) -> list[Row]:
 
     shorten = list(bench.size.fixed_cost_run) if recipe == "resizer" else list(bench.size.fixed_cost_bit_run)
     overrides = recipe_overrides(recipe, bench.work_dir, shorten)
-    cfg = bench.compose(overrides)
+    cfg = bench.compose(overrides) if recipe == "resizer" else None  # the floor is the quickstart's
     runs, floors = [], []
     for _ in range(bench.size.rounds):  # the runner and the bare script alternate
         runs.append(measure_run(overrides, new_run_dir(bench.work_dir, f"fixed-{recipe}")))
-        if recipe == "resizer":
+        if cfg is not None:
             floors.append(measure_floor(cfg.epochs, cfg.batch_size, cfg.steps_per_epoch))
     shape = " ".join(o for o in overrides if not o.startswith("model.handle=")) or "(the quickstart)"
     return cost_rows(recipe, shape, runs, f"TF {metadata.version('tensorflow')}", floors)
 
 
 def cost_rows(recipe: str, shape: str, runs: list[dict[str, float]], stack: str,
-              floors: list[dict[str, float]] = ()) -> list[Row]:
+              floors: Sequence[dict[str, float]] = ()) -> list[Row]:
     """The medians of the runs' figures, and of the bare script's (floors) when measured; each
     measurement names the stack, so that both stacks' rows can stand in one dated section of
     results.md."""
