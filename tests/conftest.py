@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import runner.config.schema  # noqa: F401  (registers the config schemas)
-from runner.config.checks import installed_tensorflow
+from runner.versions import installed_tensorflow
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -103,7 +103,7 @@ NPU_ENV = (
 
 
 # TensorFlow 2.6 with tf.keras 2.6: the only TensorFlow CANN's npu_device (and its fake) runs on.
-ON_ASCEND_STACK = (installed_tensorflow() or "").startswith("2.6.")
+ON_ASCEND_STACK = (installed_tensorflow() or ("", ""))[1].startswith("2.6.")
 needs_ascend_stack = pytest.mark.skipif(
     not ON_ASCEND_STACK,
     reason="npu_device runs on the Ascend stack only (TensorFlow 2.6.5, requirements-ascend.txt)",

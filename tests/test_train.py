@@ -12,6 +12,7 @@ from runner.keras2 import keras
 from runner.record.run_folder import one_line, read_history
 from runner.tools.checkpoint import load_run, load_run_config
 from runner.train import progress_verbosity, train
+from runner.versions import installed_version
 from tests.conftest import ON_ASCEND_STACK, compose_config
 from tests.data_fixtures import write_image_folder, write_tfds_folder
 
@@ -98,6 +99,8 @@ def test_log_has_step_and_epoch_lines_once_each(quick_run):
 def test_env_json_names_versions_and_device(quick_run):
     env = json.loads((quick_run[0] / "env.json").read_text())
     assert env["packages"]["tensorflow"].startswith("2.")
+    # Whichever wheel brought TensorFlow (tensorflow-cpu on an Ascend host set up as Huawei says).
+    assert installed_version(env["tensorflow_distribution"]) == env["packages"]["tensorflow"]
     assert env["keras_api"]["version"].startswith("2.")  # Keras 2 on both stacks
     assert env["device"]["type"] == "cpu" and env["device"]["replicas"] == 1
     assert "git_commit" in env and env["python"].count(".") == 2

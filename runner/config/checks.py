@@ -5,7 +5,6 @@ import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -14,6 +13,7 @@ from omegaconf.errors import MissingMandatoryValue
 from runner.config.precision_modes import PRECISION_MODES
 from runner.device.workers import current_worker
 from runner.errors import ConfigError
+from runner.versions import installed_tensorflow
 from runner.fit.network import DENSENET_FAMILY, MODEL_NAMES, resizer_target_size
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -219,7 +219,8 @@ def _check_npu_loop(steps_per_execution: int, steps_per_epoch: int | None) -> No
 
 def _check_ascend_stack() -> None:
     """device=npu runs where CANN's npu_device runs: TensorFlow 2.6 (read without importing it)."""
-    version = installed_tensorflow()
+    tensorflow = installed_tensorflow()
+    version = tensorflow[1] if tensorflow else None
     if version is not None and not version.startswith("2.6."):
         raise ConfigError(
             f"device=npu needs the Ascend stack: CANN's npu_device is built for TensorFlow 2.6.5 "
@@ -228,16 +229,6 @@ def _check_ascend_stack() -> None:
             "/usr/local/Ascend/ascend-toolkit/set_env.sh`, and run there; or use device=cpu or "
             "device=gpu here."
         )
-
-
-def installed_tensorflow() -> str | None:
-    """The installed TensorFlow's version, from its package metadata (None if not found)."""
-    for distribution in ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "tensorflow-gpu"):
-        try:
-            return metadata.version(distribution)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def _check_debug(debug_cfg: DictConfig, precision_mode: str, device_type: str) -> None:

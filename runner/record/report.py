@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 import platform
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from runner.ascend.modelzoo import case_name
 from runner.record.lock import lock_holder
 from runner.record.run_folder import INTERRUPTED, LOG_FILE, RUNNING, read_status, resume_command
+from runner.versions import installed_tensorflow, installed_version
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -46,21 +46,17 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def environment(device: dict[str, Any], keras_api: dict[str, str]) -> dict[str, Any]:
     """keras_api: the Keras the run used ({"module": "tf_keras", "version": "2.21.0"})."""
-    packages = ("tensorflow", "keras", "tf-keras", "tensorflow-datasets", "tensorflow-hub", "hydra-core")
+    packages = ("keras", "tf-keras", "tensorflow-datasets", "tensorflow-hub", "hydra-core")
+    # TensorFlow under its version whichever wheel brought it (tensorflow-cpu on Ascend hosts).
+    tensorflow_distribution, tensorflow_version = installed_tensorflow() or (None, None)
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "keras_api": keras_api,
-        "packages": {name: _version(name) for name in packages},
+        "packages": {"tensorflow": tensorflow_version, **{name: installed_version(name) for name in packages}},
+        "tensorflow_distribution": tensorflow_distribution,
         "git_commit": git_commit(),
         "device": device,
     }
