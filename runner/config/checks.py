@@ -13,8 +13,8 @@ from omegaconf.errors import MissingMandatoryValue
 from runner.config.precision_modes import PRECISION_MODES
 from runner.device.workers import current_worker
 from runner.errors import ConfigError
-from runner.versions import installed_tensorflow
 from runner.fit.network import DENSENET_FAMILY, MODEL_NAMES, resizer_target_size
+from runner.versions import installed_tensorflow
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.device_pool_launcher._pool import RECORD_FILE as DEVICE_RECORD  # jobs' devices
+from hydra_plugins.device_pool_launcher.record import RECORD_FILE as DEVICE_RECORD  # jobs' devices
 from runner.config.schema import direction
 from runner.record.report import current_status
 from runner.record.run_folder import (
