@@ -1,9 +1,8 @@
 """The sweep's side of a device pool: starts each job as a process of its own on a free device,
 gives a device freed by a finished or failed job to the next job, passes Ctrl-C/SIGTERM on to
-the jobs, and records where and how each job ran in <sweep dir>/device_pool.jsonl."""
+the jobs, and records where and how each job ran in <sweep dir>/device_pool.jsonl (record.py)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -20,10 +19,10 @@ from typing import Any, Callable
 
 from hydra_plugins.device_pool_launcher._child import PARENT_ENV
 from hydra_plugins.device_pool_launcher.devices import Device
+from hydra_plugins.device_pool_launcher.record import append_record
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "device_pool.jsonl"  # in the sweep folder; runner/record/summarize.py reads it too
 POLL_SECONDS = 0.2
 
 
@@ -148,8 +147,7 @@ class DevicePool:
     def _append_record(self, record: dict[str, Any]) -> None:
         if "run_dir" in record:  # relative: the sweep folder may be moved
             record["run_dir"] = os.path.relpath(record["run_dir"], self.sweep_dir)
-        with open(self.sweep_dir / RECORD_FILE, "a") as file:  # one line per write: whole lines
-            file.write(json.dumps(record) + "\n")
+        append_record(self.sweep_dir, record)
 
     # --- stopping ---------------------------------------------------------------------------
 
