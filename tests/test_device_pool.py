@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hydra_plugins.device_pool_launcher import devices as pool_module
-from hydra_plugins.device_pool_launcher.devices import CPUS_ENV, pool_devices
+from hydra_plugins.device_pool_launcher.devices import CPUS_ENV, form_pool
 from tests.conftest import FAKE_NPU_DIR, compose_config, needs_ascend_stack, runner_env
 
 POOL = ["hydra/launcher=device_pool", "hydra.launcher.devices=[[0],[1]]"]
@@ -205,8 +205,8 @@ def test_the_same_command_resumes_the_interrupted_jobs_and_runs_the_rest(stopped
 # --- the pool's settings -------------------------------------------------------------------------
 
 def test_cpu_devices_are_core_sets_and_a_lone_core_may_be_an_int():
-    assert [d.ids for d in pool_devices("cpu", [0, [1]])] == [("0",), ("1",)]
-    assert pool_devices("cpu", None) == pool_devices("cpu", sorted(os.sched_getaffinity(0)))
+    assert [d.ids for d in form_pool("cpu", [0, [1]])] == [("0",), ("1",)]
+    assert form_pool("cpu", None) == form_pool("cpu", sorted(os.sched_getaffinity(0)))
 
 
 @pytest.mark.parametrize("kind,devices,message", [
@@ -220,14 +220,14 @@ def test_cpu_devices_are_core_sets_and_a_lone_core_may_be_an_int():
 def test_a_pool_that_cannot_be_formed_is_refused(kind, devices, message):
     # Looked up now: Hydra's plugin scan runs the plugin's modules again, rebinding their classes.
     with pytest.raises(pool_module.DevicePoolError, match=message):
-        pool_devices(kind, devices)
+        form_pool(kind, devices)
 
 
 def test_each_kind_of_device_gets_its_own_variable():
-    gpu, npu = pool_devices("gpu", ["3"])[0], pool_devices("npu", [5])[0]
+    gpu, npu = form_pool("gpu", ["3"])[0], form_pool("npu", [5])[0]
     assert gpu.environment({}) == {"CUDA_VISIBLE_DEVICES": "3"}
     assert npu.environment({}) == {"ASCEND_DEVICE_ID": "5"}
-    cpu = pool_devices("cpu", [[0, 1]])[0]
+    cpu = form_pool("cpu", [[0, 1]])[0]
     assert cpu.environment({}) == {CPUS_ENV: "0,1", "TF_NUM_INTRAOP_THREADS": "2",
                                    "TF_NUM_INTEROP_THREADS": "2"}
     assert "TF_NUM_INTRAOP_THREADS" not in cpu.environment({"TF_NUM_INTRAOP_THREADS": "1"})

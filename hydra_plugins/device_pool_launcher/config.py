@@ -1,10 +1,11 @@
 """`hydra/launcher=device_pool`'s settings, registered with Hydra's ConfigStore.
 
-No `from __future__ import annotations`: OmegaConf reads these annotations at run time, and
-the Ascend stack's Python 3.9 cannot evaluate `list[...] | None`.
+No `from __future__ import annotations`, and typing's List/Optional: OmegaConf reads these
+annotations at run time, and Python 3.7-3.9 cannot evaluate `list[...] | None` (3.7 and 3.8 not
+even `list[...]`).
 """
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, List, Optional  # noqa: UP035  (read at run time: see above)
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
@@ -19,7 +20,7 @@ class DevicePoolLauncherConf:
     device_type: str = "${oc.select:device.type,cpu}"
     # GPU/NPU ids, e.g. [0,1,2,3,4,5,6,7]; CPU: core sets, e.g. [[0],[1]] or [[0,1],[2,3]].
     # null: every device of device_type this machine shows (CPU: one core per device).
-    devices: Optional[list[Any]] = None
+    devices: Optional[List[Any]] = None  # noqa: UP006
     # More than one for jobs small enough to share a device.
     jobs_per_device: int = 1
     # Seconds between two job starts (spreads the start-up load: imports, data loading, compiling).

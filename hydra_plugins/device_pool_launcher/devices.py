@@ -50,9 +50,10 @@ class Device:
         return {CPUS_ENV: ",".join(self.ids), **threads}
 
 
-def pool_devices(kind: str, devices: Sequence[Any] | None) -> list[Device]:
-    """The pool: `devices` as given (CPU: core sets, a lone core as an int), or with None every
-    device of `kind` this machine shows."""
+def form_pool(kind: str, devices: Sequence[Any] | None) -> list[Device]:
+    """The pool's devices, formed from hydra.launcher.device_type and .devices: `devices` as given
+    (CPU: core sets, a lone core as an int), or with None every device of `kind` this machine
+    shows. A pool that cannot be formed raises DevicePoolError."""
     if kind not in KINDS:
         raise DevicePoolError(f"hydra.launcher.device_type={kind!r}: must be one of {', '.join(KINDS)}.")
     pool = [_device(kind, entry) for entry in devices] if devices is not None else detect(kind)
@@ -150,6 +151,6 @@ def jobs_at_once(kind: str, devices: Sequence[Any] | None, jobs_per_device: int)
     pool that cannot be formed: the launcher reports why, before any job starts, in one paragraph
     (an error here would reach the user wrapped in Hydra's instantiation traceback)."""
     try:
-        return len(pool_devices(kind, devices)) * max(1, int(jobs_per_device))
+        return len(form_pool(kind, devices)) * max(1, int(jobs_per_device))
     except DevicePoolError:
         return 1

@@ -14,7 +14,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.device_pool_launcher._pool import DevicePool, Job, Outcome
-from hydra_plugins.device_pool_launcher.devices import DevicePoolError, pool_devices
+from hydra_plugins.device_pool_launcher.devices import DevicePoolError, form_pool
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class DevicePoolLauncher(Launcher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
-        self.pool = pool_devices(self.device_type, self.devices)  # a bad pool stops before any job
+        self.pool = form_pool(self.device_type, self.devices)  # a bad pool stops before any job
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 RECORD_FILE = "device_pool.jsonl"  # in the sweep folder
 
 
-def append_record(sweep_dir: Path, record: Dict[str, Any]) -> None:
+def append_record(sweep_dir: Path, record: dict[str, Any]) -> None:
     """One line per write, so that readers only ever see whole lines (or a last one cut short by
     a kill, which read_records skips)."""
     with open(Path(sweep_dir) / RECORD_FILE, "a") as file:
         file.write(json.dumps(record) + "\n")
 
 
-def read_records(sweep_dir: Path) -> List[Dict[str, Any]]:
+def read_records(sweep_dir: Path) -> list[dict[str, Any]]:
     """The sweep's records in the order their jobs ended (a job re-run by a later command in the
     same sweep folder appears again, later); empty for a sweep that ran on another launcher."""
     path = Path(sweep_dir) / RECORD_FILE
