@@ -8,9 +8,9 @@ with (runner/record/resume.py). How a run ends decides the exit status:
   130/143 stopped by Ctrl-C/SIGTERM (resumable).
 - multirun (-m): a failed job is recorded in its folder (status.json) and the sweep goes on; a job
   whose folder another process holds is skipped, writing nothing; at the end
-  runner.record.summarize.SweepSummary writes the summary and exits 1 if any job did not finish. Ctrl-C or
-  SIGTERM stops the whole sweep (130/143); the same command with hydra.sweep.dir=<that folder>
-  skips finished jobs and resumes the others.
+  runner.record.sweep_summary.SweepSummary writes the summary and exits 1 if any job did not
+  finish. Ctrl-C or SIGTERM stops the whole sweep (130/143); the same command with
+  hydra.sweep.dir=<that folder> skips finished jobs and resumes the others.
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def hydra_error_message(error: Exception) -> str:
     """Hydra's message and the first line of the OmegaConf error under it (the part naming the
     type or the allowed values), in one paragraph, without Hydra's search path and OmegaConf's
     key metadata; ConfigError folds the option lists Hydra prints one per line."""
-    from runner.config.checks import did_you_mean
+    from runner.config.keys import did_you_mean
 
     message = str(error).split("Config search path:")[0]
     cause = error.__cause__

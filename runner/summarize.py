@@ -1,7 +1,7 @@
-"""`python -m runner.summarize <sweep dir>`: rebuild a sweep's summary (runner/record/summarize.py)."""
+"""`python -m runner.summarize <sweep dir>`: rebuild a sweep's summary (runner/record/sweep_summary.py)."""
 import sys
 
-from runner.record.summarize import main
+from runner.record.sweep_summary import main
 
 if __name__ == "__main__":
     sys.exit(main())

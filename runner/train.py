@@ -1,9 +1,11 @@
-"""train(cfg): compose -> device -> data -> model -> fit -> evaluate -> record, for one run folder.
+"""train(cfg): one run in its folder, told as the keras-io scripts it came from tell it: the
+device, the data, the model, fit(), the final evaluation; then the record (metrics.json with the
+Ascend figures, the trackers).
 
 Tests call `train` directly with a composed config; `python -m runner` is a thin Hydra shell
 around it. The run folder (runner/record/run_folder.py) keeps the files, the lock and the status
-however a run ends; this module tells the story. TensorFlow is imported from `_run` on only, so
-config errors stay fast.
+however a run ends; this module tells the story, and one object, `Run`, carries what each stage
+hands the next. TensorFlow is imported from `_run` on only, so config errors stay fast.
 """
 from __future__ import annotations
 
@@ -11,20 +13,51 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from omegaconf import DictConfig
 
-from runner.config.checks import check_config
 from runner.device.workers import current_worker, worker_run_dir
 from runner.errors import RunFailed
-from runner.record.report import ascend_figures, attach_log_file, detach_log_file, environment
+from runner.preflight import check_config
+from runner.record.environment import environment
 from runner.record.resume import StopSignals
-from runner.record.run_folder import METRICS_FILE, RunFolder, read_history, read_metrics
+from runner.record.run_folder import (
+    METRICS_FILE,
+    RunFolder,
+    attach_log_file,
+    detach_log_file,
+    read_history,
+    read_metrics,
+)
 from runner.record.tracking import NoTracker, start_tracking, write_hparams
 
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from runner.ascend.figures import AscendFigures
+    from runner.fit.callbacks import ResumableEarlyStopping, StepLogger
+    from runner.fit.datasets import Splits
+
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """What the stages hand on, filled in top to bottom by the stage named beside each field."""
+
+    cfg: DictConfig  # from _load_data on, the effective config (BiT-HyperRule's, when chosen)
+    folder: RunFolder
+    tracker: NoTracker
+    strategy: tf.distribute.Strategy | None = None  # _set_up_device
+    policy: str = ""  # _set_up_device: the Keras dtype policy
+    splits: Splits | None = None  # _load_data
+    model: Any = None  # _build_model: the compiled keras.Model
+    ascend: AscendFigures | None = None  # _fit: metrics.json's Ascend figures, a modelzoo= console
+    step_logger: StepLogger | None = None  # _fit: the throughput
+    stopping: ResumableEarlyStopping | None = None  # _fit: early stopping, None when off
 
 
 def train(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> dict[str, Any]:
@@ -58,7 +91,7 @@ def _attempt(cfg: DictConfig, folder: RunFolder, task_overrides: Sequence[str]) 
         check_config(cfg, task_overrides)  # compose: what Hydra's schema cannot check
         tracker = start_tracking(cfg, folder.path)  # an unreachable store stops the run here
         folder.record_running()
-        metrics = _run(cfg, folder, tracker)
+        metrics = _run(Run(cfg, folder, tracker))
         tracker.finish(folder.path)
         return metrics
     except KeyboardInterrupt:
@@ -73,98 +106,145 @@ def _attempt(cfg: DictConfig, folder: RunFolder, task_overrides: Sequence[str]) 
         detach_log_file(handler)
 
 
-def _run(cfg: DictConfig, folder: RunFolder, tracker: NoTracker) -> dict[str, Any]:
+def _run(run: Run) -> dict[str, Any]:
     """The stages, in order."""
     from runner.device.debug import tf_debug_tools
-    from runner.fit.network import compiled_model
 
-    strategy, policy = _set_up_device(cfg, folder)
-    folder.prepare_resume(cfg)
+    _set_up_device(run)
+    run.folder.prepare_resume(run.cfg)
     # GPU/CPU debug tools are process-wide: on for this run only.
-    with tf_debug_tools(cfg.debug, cfg.device.type) as debug_callbacks:
-        cfg, splits = _load_data(cfg, folder)
-        with strategy.scope():
-            model = compiled_model(cfg, len(splits.class_names))
-        log.info("model %s: %s parameters", model.name, f"{model.count_params():,}")
-        step_logger, console, stopping = _fit(cfg, folder, model, splits, tracker, debug_callbacks)
-        metrics = _evaluate(cfg, folder, model, splits, step_logger, policy, stopping)
-        rank_size = max(strategy.num_replicas_in_sync, current_worker(cfg.device).size)
-        return _record(cfg, folder, metrics, step_logger, console, rank_size)
+    with tf_debug_tools(run.cfg.debug, run.cfg.device.type) as debug_callbacks:
+        _load_data(run)
+        _build_model(run)
+        _fit(run, debug_callbacks)
+        metrics = _evaluate(run)
+        return _record(run, metrics)
 
 
-def _set_up_device(cfg: DictConfig, folder: RunFolder):
+def _set_up_device(run: Run) -> None:
     """The strategy with threads, seed and determinism (on the NPU: its options, then open, then
-    the seed) and the precision policy; env.json records where the run runs. Returns (strategy,
-    policy)."""
+    the seed) and the precision policy; env.json records where the run runs."""
     from runner.device.precision import apply_precision
     from runner.device.strategy import describe_devices, set_up_device
     from runner.keras2 import keras_api
 
-    strategy = set_up_device(cfg)
-    policy = apply_precision(cfg.precision.mode, cfg.device.type)
-    device = describe_devices(strategy, cfg.device.type)
-    folder.write_env(environment(device, keras_api()))
+    cfg = run.cfg
+    run.strategy = set_up_device(cfg)
+    run.policy = apply_precision(cfg.precision.mode, cfg.device.type)
+    device = describe_devices(run.strategy, cfg.device.type)
+    run.folder.write_env(environment(device, keras_api()))
     log.info(
         "run %s: model=%s dataset=%s device=%s (%d replica(s)) policy=%s",
-        folder.path, cfg.model.name, cfg.dataset.name, cfg.device.type, device["replicas"], policy,
+        run.folder.path, cfg.model.name, cfg.dataset.name, cfg.device.type, device["replicas"],
+        run.policy,
     )
-    return strategy, policy
 
 
-def _load_data(cfg: DictConfig, folder: RunFolder):
+def _load_data(run: Run) -> None:
     """The splits, and the config they are built with: with model.schedule=hyperrule,
-    BiT-HyperRule's effective config, decided from the data and written as the run's config.
-    Returns (cfg, splits)."""
+    BiT-HyperRule's effective config, decided from the data and written as the run's config."""
     from runner.device.npu import training_shard
+    from runner.device.strategy import static_shape
     from runner.fit.datasets import build_splits, load_source
     from runner.fit.hyperrule import with_hyperrule
 
+    cfg = run.cfg
     source = load_source(cfg.dataset, cfg.seed)
     if cfg.model.schedule == "hyperrule":
-        cfg = with_hyperrule(cfg, source.train)
-        folder.save_effective_config(cfg)
-    splits = build_splits(cfg, source, drop_remainder=static_shape(cfg), shard=training_shard(cfg.device))
-    folder.write_labels(splits.class_names)
+        run.cfg = cfg = with_hyperrule(cfg, source.train)
+        run.folder.save_effective_config(cfg)
+    drop_remainder = static_shape(cfg.static_shape, cfg.device.type)
+    run.splits = splits = build_splits(cfg, source, drop_remainder, shard=training_shard(cfg.device))
+    run.folder.write_labels(splits.class_names)
     log.info(
         "data: %d training / %d validation images, %d classes",
         splits.train_examples, splits.val_examples, len(splits.class_names),
     )
-    return cfg, splits
 
 
-def static_shape(cfg: DictConfig) -> bool:
-    """static_shape, or the device's default when null: the NPU needs static shapes."""
-    return cfg.static_shape if cfg.static_shape is not None else cfg.device.type == "npu"
+def _build_model(run: Run) -> None:
+    """The network, compiled for the run, under the device's strategy."""
+    from runner.fit.network import compiled_model
+
+    with run.strategy.scope():
+        run.model = compiled_model(run.cfg, len(run.splits.class_names))
+    log.info("model %s: %s parameters", run.model.name, f"{run.model.count_params():,}")
 
 
-def _fit(cfg: DictConfig, folder: RunFolder, model, splits, tracker: NoTracker, debug_callbacks: list):
-    """model.fit() over the run's epochs, resumable (runner/fit/run_callbacks.py). Returns the
-    StepLogger (throughput), for a `modelzoo=` run its recipe's ConsoleLines (else None), and the
-    early stopping (None when off)."""
+def _fit(run: Run, debug_callbacks: list) -> None:
+    """model.fit() over the run's epochs, resumable (runner/fit/run_callbacks.py), measuring the
+    throughput; a `modelzoo=` run prints its recipe's console lines (runner/ascend/figures.py)."""
+    from runner.ascend.figures import AscendFigures
     from runner.device.npu import multi_card_callbacks
-    from runner.fit.callbacks import ModelZooLines, StepLogger
+    from runner.fit.callbacks import StepLogger
     from runner.fit.datasets import epoch_input
     from runner.fit.run_callbacks import early_stopping, epochs_to_run, run_callbacks
 
-    step_logger = StepLogger(cfg.log_steps, cfg.batch_size, cfg.epochs)
-    console = _modelzoo_console(cfg)
-    train_data, steps_per_epoch = epoch_input(splits.train, cfg.steps_per_epoch)
+    cfg, folder, model = run.cfg, run.folder, run.model
+    run.step_logger = StepLogger(cfg.log_steps, cfg.batch_size, cfg.epochs)
+    run.ascend = AscendFigures.for_run(cfg)
+    train_data, steps_per_epoch = epoch_input(run.splits.train, cfg.steps_per_epoch)
     _log_speed_switches(model, train_data)
-    stopping = early_stopping(cfg, folder)
+    run.stopping = early_stopping(cfg.model.early_stopping_patience, folder)
     with StopSignals() as signals:
         model.fit(
             train_data,
-            validation_data=splits.val,
-            epochs=epochs_to_run(cfg, folder, model, stopping),
+            validation_data=run.splits.val,
+            epochs=epochs_to_run(cfg.epochs, folder, model, run.stopping),
             steps_per_epoch=steps_per_epoch,
-            callbacks=[*run_callbacks(cfg, folder, step_logger, signals, tracker, stopping),
-                       *multi_card_callbacks(cfg.device), *debug_callbacks,
-                       *([ModelZooLines(console)] if console else [])],
+            callbacks=[*run_callbacks(cfg.logger, cfg.device, folder, run.step_logger, signals,
+                                      run.tracker, run.stopping),
+                       *multi_card_callbacks(cfg.device), *debug_callbacks, *run.ascend.callbacks()],
             shuffle=False,  # the pipeline shuffles
-            # A modelzoo run prints Keras 2.6's verbose=2 epoch lines itself, on both stacks.
-            verbose=0 if console else progress_verbosity(sys.stdout, os.environ),
+            verbose=0 if run.ascend.prints_epochs else progress_verbosity(sys.stdout, os.environ),
         )
-    return step_logger, console, stopping
+
+
+def _evaluate(run: Run) -> dict[str, Any]:
+    """metrics.json's figures: the final weights' validation figures, and the training as
+    history.csv holds it (not fit()'s History: history.csv holds the epochs of earlier attempts too)."""
+    from runner.fit.validation import final_validation, training_divergence, warn_if_not_a_number
+
+    cfg, model = run.cfg, run.model
+    history = read_history(run.folder.path)
+    _fail_if_diverged(training_divergence(history), run)
+    final = final_validation(model, run.splits.val, history, run.stopping is not None)
+    warn_if_not_a_number(final)
+    last_epoch = history[-1] if history else {}
+    return {
+        "val_accuracy": float(final["accuracy"]),
+        "val_loss": float(final["loss"]),
+        "train_accuracy": float(last_epoch.get("accuracy", float("nan"))),
+        "train_loss": float(last_epoch.get("loss", float("nan"))),
+        "epochs_completed": len(history),
+        "optimizer_steps": int(model.optimizer.iterations.numpy()),
+        "images_per_sec": round(run.step_logger.images_per_sec, 2),
+        "wall_seconds": run.folder.clock.seconds,
+        "batch_size": cfg.batch_size,
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "device": str(cfg.device.type),
+        "precision_policy": run.policy,
+        "num_classes": len(run.splits.class_names),
+    }
+
+
+def _record(run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json with the Ascend figures, TensorBoard's HParams, then the finishing sequence."""
+    cfg, folder = run.cfg, run.folder
+    rank_size = max(run.strategy.num_replicas_in_sync, current_worker(cfg.device).size)
+    figures = run.ascend.figures(metrics, run.step_logger.seconds_per_step, rank_size, folder.path)
+    metrics.update(figures)
+    if cfg.logger.tensorboard and cfg.logger.tensorboard.hparams:
+        write_hparams(cfg, folder.path, metrics)
+    folder.finish(metrics)
+    log.info(
+        "finished: val_accuracy %.4f val_loss %.4f epochs %d wall %.1fs imgs/s: %.2f",
+        metrics["val_accuracy"], metrics["val_loss"], metrics["epochs_completed"],
+        metrics["wall_seconds"], metrics["images_per_sec"],
+    )
+    log.info("%s", " ".join(f"{name}: {value}" for name, value in figures.items()))  # Ascend's names
+    return metrics
 
 
 def progress_verbosity(stream: TextIO, environ: dict[str, str]) -> int:
@@ -185,88 +265,18 @@ def _log_speed_switches(model, train_data) -> None:
     log.info("speed switches in effect: %s", " ".join(f"{k}={v}" for k, v in switches.items()))
 
 
-def _evaluate(cfg: DictConfig, folder: RunFolder, model, splits, step_logger, policy: str,
-              stopping) -> dict[str, Any]:
-    """metrics.json's figures: the final weights' validation figures, and the training as
-    history.csv holds it (not fit()'s History: history.csv holds the epochs of earlier attempts too)."""
-    from runner.fit.validation import final_validation, training_divergence, warn_if_not_a_number
-
-    history = read_history(folder.path)
-    _fail_if_diverged(training_divergence(history), cfg, folder)
-    final = final_validation(model, splits.val, history, stopping is not None)
-    warn_if_not_a_number(final)
-    last_epoch = history[-1] if history else {}
-    return {
-        "val_accuracy": float(final["accuracy"]),
-        "val_loss": float(final["loss"]),
-        "train_accuracy": float(last_epoch.get("accuracy", float("nan"))),
-        "train_loss": float(last_epoch.get("loss", float("nan"))),
-        "epochs_completed": len(history),
-        "optimizer_steps": int(model.optimizer.iterations.numpy()),
-        "images_per_sec": round(step_logger.images_per_sec, 2),
-        "wall_seconds": folder.clock.seconds,
-        "batch_size": cfg.batch_size,
-        "model": cfg.model.name,
-        "dataset": cfg.dataset.name,
-        "device": str(cfg.device.type),
-        "precision_policy": policy,
-        "num_classes": len(splits.class_names),
-    }
-
-
-def _fail_if_diverged(what: str | None, cfg: DictConfig, folder: RunFolder) -> None:
+def _fail_if_diverged(what: str | None, run: Run) -> None:
     """A training loss that is not a number is a failed run, not a result (a sweeper cannot rank
     NaN). The backup holds the diverged weights: dropped, so that the folder starts afresh (with
     another config)."""
     if what:
-        folder.drop_backup()
+        run.folder.drop_backup()
+        cfg = run.cfg
         raise RunFailed(
             f"{what}: training diverged. Lower model.learning_rate (now {cfg.model.learning_rate}), "
             f"change batch_size (now {cfg.batch_size}) or precision, or check the data for NaN/inf "
             "values."
         )
-
-
-def _record(cfg: DictConfig, folder: RunFolder, metrics: dict[str, Any], step_logger, console,
-            rank_size: int) -> dict[str, Any]:
-    """metrics.json with the Ascend figures, TensorBoard's HParams, then the finishing sequence."""
-    figures = _figures(cfg, metrics, step_logger, console, rank_size, folder.path)
-    metrics.update(figures)
-    if cfg.logger.tensorboard and cfg.logger.tensorboard.hparams:
-        write_hparams(cfg, folder.path, metrics)
-    folder.finish(metrics)
-    log.info(
-        "finished: val_accuracy %.4f val_loss %.4f epochs %d wall %.1fs imgs/s: %.2f",
-        metrics["val_accuracy"], metrics["val_loss"], metrics["epochs_completed"],
-        metrics["wall_seconds"], metrics["images_per_sec"],
-    )
-    log.info("%s", " ".join(f"{name}: {value}" for name, value in figures.items()))  # Ascend's names
-    return metrics
-
-
-def _modelzoo_console(cfg: DictConfig):
-    """The recipe's ConsoleLines for a `modelzoo=` run (runner/ascend/modelzoo.py), else None."""
-    if cfg.modelzoo is None:
-        return None
-    from runner.ascend.modelzoo import CONSOLES
-
-    return CONSOLES[str(cfg.modelzoo)](cfg.batch_size, cfg.log_steps, cfg.epochs)
-
-
-def _figures(cfg: DictConfig, metrics: dict[str, Any], step_logger, console, rank_size: int,
-             run_dir: Path) -> dict[str, Any]:
-    """metrics.json's Ascend figures; a `modelzoo=` run's are its recipe's, and it writes the
-    loss file that recipe's scripts extract."""
-    from runner.ascend.modelzoo import NETWORKS, loss_file_name
-
-    case = str(cfg.case_kind)
-    network = NETWORKS[str(cfg.modelzoo)] if console is not None else None
-    figures = ascend_figures(metrics, step_logger.seconds_per_step, rank_size, case, network)
-    if console is not None:
-        figures.update(console.figures(case))
-        losses = "".join(f"{loss}\n" for loss in console.losses(case))
-        (run_dir / loss_file_name(figures["CaseName"])).write_text(losses)
-    return figures
 
 
 def _reset_keras() -> None:

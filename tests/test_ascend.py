@@ -155,7 +155,7 @@ def test_each_script_is_one_line_handing_its_folder_name_and_flags_to_the_launch
 
 @pytest.mark.parametrize(("recipe", "script"), list(ORIGINALS))
 def test_each_script_composes_its_recipe(recipe, script, tmp_path, monkeypatch):
-    from runner.train import static_shape
+    from runner.device.strategy import static_shape
 
     monkeypatch.setenv("ASCEND_DEVICE_ID", "3")
     test_dir = tmp_path / recipe / "test"
@@ -174,7 +174,8 @@ def test_each_script_composes_its_recipe(recipe, script, tmp_path, monkeypatch):
     assert cfg.log_steps == {BIT: 1, RESIZER: 145}[recipe]  # the train.py defaults
     # docs/ascend.md: BiT trains 10 steps per epoch; the resizer makes one pass over its split
     assert cfg.steps_per_epoch == {BIT: 10, RESIZER: None}[recipe]
-    assert static_shape(cfg) is static  # drop_remainder batches, on every device (here the CPU)
+    # drop_remainder batches, on every device (here the CPU)
+    assert static_shape(cfg.static_shape, cfg.device.type) is static
     assert "hydra/job_logging=modelzoo" in translation.overrides
 
 
@@ -224,7 +225,7 @@ def test_dump_options_on_the_npu_are_the_originals(tmp_path):
     argv = ["--data_path=/d", "--data_dump_flag=True", "--over_dump=True", "--data_dump_step=10"]
     translation = translate(recipe_dir / "test", FULL, argv)
     cfg = compose_config([o for o in translation.overrides if not o.startswith("hydra")], tmp_path)
-    assert npu_options(cfg)["dump_config"] == {
+    assert npu_options(cfg.precision.mode, cfg.debug)["dump_config"] == {
         "enable_dump": True, "dump_path": str(recipe_dir / "output" / "overflow_dump"),
         "dump_step": "10", "dump_mode": "all",
         "enable_dump_debug": True, "dump_debug_mode": "all",

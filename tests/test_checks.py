@@ -2,8 +2,8 @@
 
 import pytest
 
-from runner.config.checks import check_config
 from runner.errors import ConfigError
+from runner.preflight import check_config
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
@@ -24,6 +24,13 @@ def error_for(overrides, tmp_path) -> str:
 def test_non_positive_counts(key, value, tmp_path):
     message = error_for([f"{key}={value}"], tmp_path)
     assert f"{key}={value}" in message
+
+
+def test_a_dump_switched_on_without_its_option_names_debug_dump(tmp_path):
+    """conf/debug/dump.yaml holds the dump's folder: debug.dump.enabled=true alone has none."""
+    message = error_for(["debug.dump.enabled=true"], tmp_path)
+    assert "debug=dump" in message and "debug.dump.path=DIR" in message
+    check_config(compose_config(["debug=dump"], tmp_path / "run"))
 
 
 def test_target_size_larger_than_input(tmp_path):

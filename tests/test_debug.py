@@ -1,12 +1,13 @@
 """The GPU/CPU side of each debug flag: real TensorFlow tools leaving their real artefacts."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner.device.debug import FUSION_OPTIMIZERS, tf_debug_tools
+from runner.device.debug import FUSION_OPTIMIZERS, npu_debug_options, tf_debug_tools
 from runner.keras2 import keras
 from tests.conftest import compose_config
 
@@ -42,6 +43,29 @@ def test_dump_writes_tfdbg_files_with_executions(tmp_path):
     executions = list((tmp_path / "dump").glob("*.execution"))
     assert executions and executions[0].stat().st_size > 0
     assert list((tmp_path / "dump").glob("*.graph_execution_traces"))
+
+
+@pytest.mark.parametrize("path", ["dumps/here", "~/dumps/here"])
+def test_the_dump_path_is_made_absolute_alike_on_every_device(path, tmp_path, monkeypatch):
+    """A relative debug.dump.path starts from the working directory on the NPU (its adapter gets
+    an absolute one) and on GPU/CPU alike: TensorFlow's dumper gets the same absolute folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    expected = str(tmp_path / "dumps" / "here")
+    cfg = debug_cfg(["debug=dump", f"debug.dump.path='{path}'"], tmp_path)
+    assert npu_debug_options(cfg)["dump_config"]["dump_path"] == expected
+    dumped_into = []
+    enable = tf.debugging.experimental.enable_dump_debug_info
+
+    def recording(dump_root, **kwargs):
+        dumped_into.append(dump_root)
+        return enable(dump_root, **kwargs)
+
+    monkeypatch.setattr(tf.debugging.experimental, "enable_dump_debug_info", recording)
+    with tf_debug_tools(cfg, "cpu") as callbacks:
+        fit_a_small_model(callbacks, steps=1)
+    assert dumped_into == [expected]
+    assert list(Path(expected).glob("*.execution"))
 
 
 @pytest.mark.parametrize(("mode", "recorded"), [("output", "FULL_HEALTH"), ("input", "FULL_HEALTH"),

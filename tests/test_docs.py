@@ -131,7 +131,7 @@ def check_tool_command(command: str) -> None:
             parsed = parse_arguments(arguments, spec)  # ConfigError: not key=value nor a flag; run= missing
             assert all(config_has(o) for o in parsed.overrides), parsed.overrides
     elif tool == "runner.summarize":
-        from runner.record.summarize import main
+        from runner.record.sweep_summary import main
 
         with pytest.raises(SystemExit) as exit_:
             main(["--help"])  # its argparse: one positional, the sweep folder

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.config.checks import check_config
 from runner.device.npu import _set_options, import_npu_device, npu_options, open_npu
 from runner.errors import ConfigError
+from runner.preflight import check_config
 from runner.train import train
 from tests.conftest import (
     CONF_DIR,
@@ -35,6 +35,16 @@ PRECISIONS = [
 ]
 
 
+def options_for(cfg):
+    """The npu_device options a composed config sets (its precision mode and debug tools)."""
+    return npu_options(cfg.precision.mode, cfg.debug)
+
+
+def open_npu_for(cfg):
+    """open_npu as set_up_device calls it for this config."""
+    return open_npu(cfg.device, cfg.threads, options_for(cfg), loop_size=cfg.steps_per_execution)
+
+
 def profiling_json(path, aic_metrics="PipeUtilization", fp_point="", bp_point=""):
     return json.dumps({
         "output": str(path), "training_trace": "on", "task_trace": "on", "aicpu": "on",
@@ -45,7 +55,7 @@ def profiling_json(path, aic_metrics="PipeUtilization", fp_point="", bp_point=""
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_each_precision_is_the_precision_mode_option_alone(precision, tmp_path):
     cfg = compose_config(["device=npu", f"precision={precision}"], tmp_path)
-    assert npu_options(cfg) == {"precision_mode": precision}
+    assert options_for(cfg) == {"precision_mode": precision}
 
 
 def test_dump_overflow_and_profiling_with_overridden_paths_and_steps(tmp_path):
@@ -55,7 +65,7 @@ def test_dump_overflow_and_profiling_with_overridden_paths_and_steps(tmp_path):
         "debug.overflow.mode=aicore_overflow", f"debug.profiling.path={tmp_path}/prof",
         "debug.profiling.fp_point=conv1", "debug.profiling.bp_point=predictions",
     ], tmp_path)
-    assert npu_options(cfg) == {
+    assert options_for(cfg) == {
         "precision_mode": "allow_mix_precision",
         "dump_config": {
             "enable_dump": True, "dump_path": f"{tmp_path}/dump", "dump_step": "0|5|10-20",
@@ -72,7 +82,7 @@ def test_dump_overflow_and_profiling_with_overridden_paths_and_steps(tmp_path):
 
 def test_default_debug_paths_are_inside_the_run_directory(tmp_path):
     cfg = compose_config(["device=npu", "debug=[overflow,profiling]"], tmp_path)
-    options = npu_options(cfg)
+    options = options_for(cfg)
     assert options["dump_config"] == {
         "enable_dump_debug": True, "dump_path": f"{tmp_path}/overflow", "dump_debug_mode": "all",
     }
@@ -85,7 +95,7 @@ def test_fusion_off_mixlist_and_auto_tune_options(tmp_path, monkeypatch):
         "device=npu", "precision=allow_mix_precision", "debug=[fusion_off,mixlist,auto_tune]",
         "debug.fusion_off.file=my_switches.cfg",
     ], tmp_path)
-    assert npu_options(cfg) == {
+    assert options_for(cfg) == {
         "precision_mode": "allow_mix_precision",
         "fusion_switch_file": str(tmp_path / "my_switches.cfg"),  # a named file wins
         "modify_mixlist": str(tmp_path / "ops_info.json"),
@@ -107,7 +117,7 @@ SHIPPED_SWITCHES = {
 def test_fusion_off_without_a_file_hands_the_npu_the_shipped_switch_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # wherever the run starts
     cfg = compose_config(["device=npu", "debug=fusion_off"], tmp_path)
-    switch_file = Path(npu_options(cfg)["fusion_switch_file"])
+    switch_file = Path(options_for(cfg)["fusion_switch_file"])
     assert switch_file.is_absolute() and switch_file.parent == Path(CONF_DIR) / "debug"
     assert json.loads(switch_file.read_text()) == {"Switch": SHIPPED_SWITCHES}
 
@@ -121,11 +131,12 @@ def test_mixlist_needs_allow_mix_precision(precision, tmp_path):
 
 def test_the_npu_gets_static_shapes_unless_told_otherwise(tmp_path):
     """docs/devices.md: static shapes (drop_remainder) are on by default on the NPU only."""
-    from runner.train import static_shape
+    from runner.device.strategy import static_shape
 
-    assert static_shape(compose_config(["device=npu"], tmp_path))
-    assert not static_shape(compose_config(["device=npu", "static_shape=false"], tmp_path))
-    assert not static_shape(compose_config([], tmp_path))
+    for overrides, static in ((["device=npu"], True), (["device=npu", "static_shape=false"], False),
+                              ([], False)):
+        cfg = compose_config(overrides, tmp_path)
+        assert static_shape(cfg.static_shape, cfg.device.type) is static
 
 
 @pytest.mark.parametrize("tool", ["fusion_off", "mixlist"])
@@ -216,7 +227,7 @@ def test_options_are_set_before_open_and_the_id_comes_from_the_config(tmp_path):
          "steps_per_execution=2"], tmp_path,
     )
     with fake_npu_installed(core_only=OPENING_ONLY) as fake:
-        open_npu(cfg)
+        open_npu_for(cfg)
         state = fake._fake.state
         assert state.opened.name().endswith("NPU:2") and state.npu_ctx is state.opened  # as_default()
         assert state.open_options["precision_mode"] == "force_fp16"
@@ -255,7 +266,7 @@ def test_seed_and_thread_pools_hold_after_the_npu_opens(threads, tmp_path):
 @needs_ascend_stack
 def test_device_id_defaults_to_ascend_device_id(tmp_path):
     with fake_npu_installed({"ASCEND_DEVICE_ID": "5"}) as fake:
-        open_npu(compose_config(["device=npu"], tmp_path))
+        open_npu_for(compose_config(["device=npu"], tmp_path))
         assert fake._fake.state.opened.name().endswith("NPU:5")
 
 
@@ -287,7 +298,7 @@ def test_float16_modes_scale_the_loss_and_several_cards_wrap_that(precision, fak
     for cards in (1, 2):
         cfg = compose_config(["device=npu", f"precision={precision}", f"device.num_devices={cards}"],
                              tmp_path)
-        optimizer = npu_optimizer(cfg, optimizers.SGD(0.1))
+        optimizer = npu_optimizer(cfg.device, cfg.precision.mode, optimizers.SGD(0.1))
         assert isinstance(optimizer, loss_scale) == (precision in LOSS_SCALED)
         assert ("apply_gradients" in vars(optimizer)) == (cards == 2)
 
@@ -305,10 +316,10 @@ def test_loss_scaling_skips_overflowing_steps_in_both_overflow_modes(sat_mode, p
     from runner.keras2 import keras, optimizers
 
     cfg = compose_config(["device=npu", "precision=allow_mix_precision"], tmp_path)
-    open_npu(cfg)
+    open_npu_for(cfg)
     fake_npu.set_device_sat_mode(sat_mode)
     model = keras.Sequential([keras.layers.Dense(1, input_shape=(2,))])
-    model.compile(npu_optimizer(cfg, optimizers.SGD(0.1)), loss="mse")
+    model.compile(npu_optimizer(cfg.device, cfg.precision.mode, optimizers.SGD(0.1)), loss="mse")
     scale = float(model.optimizer.loss_scale)
     weights = model.get_weights()
     model.train_on_batch(np.array([[np.inf, 1.0]], "float32"), np.ones((1, 1), "float32"))

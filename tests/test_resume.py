@@ -1,5 +1,6 @@
 """Resuming: a real run stopped by SIGTERM after its first epoch continues from there, and the
 pieces that keep a resumed run consistent (history trimming, config check, resume=<dir>)."""
+from __future__ import annotations
 
 import csv
 import json
@@ -296,8 +297,9 @@ def test_an_epoch_is_backed_up_after_its_history_row_checkpoints_and_early_stopp
 
     cfg = compose_config([f"model.early_stopping_patience={patience or 'null'}"], tmp_path)
     folder = RunFolder(tmp_path)
-    stopping = early_stopping(cfg, folder)
-    callbacks = run_callbacks(cfg, folder, StepLogger(1, 8, 1), StopSignals(), NoTracker(), stopping)
+    stopping = early_stopping(cfg.model.early_stopping_patience, folder)
+    callbacks = run_callbacks(cfg.logger, cfg.device, folder, StepLogger(1, 8, 1), StopSignals(), NoTracker(),
+                              stopping)
     kinds = [type(callback) for callback in callbacks]
     api = keras.callbacks  # Keras 2.6 keeps BackupAndRestore under .experimental
     backup_class = getattr(api, "BackupAndRestore", None) or api.experimental.BackupAndRestore

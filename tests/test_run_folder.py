@@ -19,8 +19,7 @@ from hydra import compose, initialize_config_dir
 
 from runner.errors import ConfigError
 from runner.record.lock import LOCK_FILE, RunFolderBusy, hold_run_folder, lock_holder
-from runner.record.report import current_status
-from runner.record.run_folder import resume_command
+from runner.record.run_folder import current_status, resume_command
 from tests.conftest import CONF_DIR, runner_env
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset

@@ -27,7 +27,7 @@ MB = 1 << 20
     ],
 )
 def test_cache_follows_the_switch_then_the_budget(overrides, decoded_mb, expected):
-    assert should_cache(compose_config(overrides), decoded_mb * MB) is expected
+    assert should_cache(compose_config(overrides).pipeline, decoded_mb * MB) is expected
 
 
 def test_speed_switches_compose_typed():

@@ -82,7 +82,7 @@ def test_the_plot_shows_each_metric_against_the_first_swept_key_and_every_learni
     """docs/sweeps.md: summary.png is val_accuracy and images_per_sec against the first swept key
     (one line per value of the other swept keys), and each job's val_accuracy learning curve from
     its history.csv."""
-    from runner.record.summarize import find_jobs, plot, read_job
+    from runner.record.sweep_summary import find_jobs, plot, read_job
 
     for number, job in enumerate(JOBS):
         write_job(tmp_path, number, *job)

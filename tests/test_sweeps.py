@@ -1,5 +1,6 @@
 """`python -m runner -m ...` as a user runs it: job folders, failed jobs, the summary, re-runs,
 and the search and cluster launcher configs. One real sweep is shared by the tests below."""
+from __future__ import annotations
 
 import csv
 import json
@@ -220,7 +221,7 @@ def test_optuna_search_space_composes():
     cfg = compose_with_hydra(["hparams_search=optuna", "hydra.sweep.dir=/sweeps/s"])
     assert cfg.hydra.sweeper.direction == "maximize"
     assert set(cfg.hydra.sweeper.params) == {"model.learning_rate", "batch_size"}
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "runner.record.summarize.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "runner.record.sweep_summary.SweepSummary"
     assert cfg.hydra.sweeper.sampler._target_ == "optuna.samplers.TPESampler"
     assert (cfg.hydra.sweeper.study_name, cfg.hydra.sweeper.storage) == (
         "search", "sqlite:////sweeps/s/optuna.db")

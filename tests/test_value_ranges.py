@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from runner.config.checks import check_config
 from runner.errors import ConfigError
+from runner.preflight import check_config
 from tests.conftest import compose_config, runner_env
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset

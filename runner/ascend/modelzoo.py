@@ -48,8 +48,8 @@ def epoch_line(steps: int, seconds: float, logs: dict[str, float]) -> str:
 class ConsoleLines:
     """What both recipes print per epoch; subclasses add their per-step lines and figures.
 
-    Called by runner.fit.callbacks.ModelZooLines with Keras' hooks. Keeps every number as the text it
-    printed, so the figures are exactly what a script's awk would read from the log.
+    Called by runner.ascend.figures.ModelZooLines with Keras' hooks. Keeps every number as the
+    text it printed, so the figures are exactly what a script's awk would read from the log.
     """
 
     def __init__(self, batch_size: int, log_steps: int, epochs: int, out: TextIO | None = None):

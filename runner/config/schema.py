@@ -3,13 +3,14 @@
 Every group is typed: top-level keys, device, precision, debug here in RunConfig; model and dataset
 files by family (BitModel, ResizerDensenetModel, TfdsDataset, ...), each file naming its schema
 first in its defaults list. The YAML files hold the values (and say what they mean); the model and
-dataset schemas hold only the types. OmegaConf evaluates these annotations, and Python 3.9 (the
-Ascend stack) cannot evaluate `int | None`: hence `Optional[int]`.
+dataset schemas hold only the types. OmegaConf evaluates these annotations when the classes are
+made, and the Ascend stack's Pythons cannot evaluate `int | None` (3.7-3.9) nor `list[int]` (3.7,
+3.8): hence `Optional[int]` and `List[int]`.
 """
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -90,7 +91,7 @@ class PrecisionConfig:
 @dataclass
 class DumpConfig:
     enabled: bool = False
-    path: str = "${output_dir}/dump"
+    path: str = MISSING  # conf/debug/dump.yaml: <run dir>/dump
     step: str = "10"  # "10", or "0|5|10-20"
     mode: DumpMode = DumpMode.output
 
@@ -128,7 +129,7 @@ class MixlistConfig:
 @dataclass
 class AutoTuneConfig:
     enabled: bool = False
-    aoe_mode: str = "2"  # npu_device's aoe_config.aoe_mode: runner/config/checks.py AOE_MODES
+    aoe_mode: str = "2"  # npu_device's aoe_config.aoe_mode: runner/preflight.py AOE_MODES
     path: str = "${output_dir}/aoe"
 
 
@@ -210,7 +211,7 @@ class TrainingRecipe:
     momentum: float = MISSING
     lr_reference_batch: Optional[int] = MISSING
     schedule: Schedule = MISSING
-    lr_boundaries: list[int] = MISSING
+    lr_boundaries: List[int] = MISSING
     lr_decay: float = MISSING
     lr_warmup_steps: int = MISSING
     mixup_alpha: float = MISSING
@@ -227,7 +228,7 @@ class BitModel(TrainingRecipe):
     cache_dir: str = MISSING
     backbone: Backbone = MISSING
     weights: Optional[str] = MISSING
-    block_units: list[int] = MISSING
+    block_units: List[int] = MISSING
     width_factor: int = MISSING
     trainable_backbone: bool = MISSING
 
@@ -292,8 +293,8 @@ class RunConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
-    batch_size: int = 64
-    epochs: int = 5
+    batch_size: int = 64  # the global batch (split across replicas); every model file sets it
+    epochs: int = 5  # every model file sets it
     steps_per_epoch: Optional[int] = None
     seed: int = 42
     deterministic: bool = False

@@ -14,6 +14,7 @@ auto_tune    aoe_config.aoe_mode, work_path               no effect (logged)
 The GPU/CPU tools are process-wide TensorFlow state: `tf_debug_tools` switches them off again on
 exit, so runs that share a process (multirun with the basic launcher, tests) stay independent.
 """
+from __future__ import annotations
 
 import json
 import logging
@@ -73,20 +74,20 @@ def _npu_dump_config(debug_cfg: Any) -> dict[str, Any]:
     dump, overflow = debug_cfg.dump, debug_cfg.overflow
     config: dict[str, Any] = {}
     if overflow.enabled:
-        config |= {
+        config.update({
             "enable_dump_debug": True,
             "dump_path": _absolute(overflow.path),
             "dump_debug_mode": str(overflow.mode),
-        }
+        })
     if dump.enabled:
         if overflow.enabled:
             log.info("debug=dump and overflow share dump_config.dump_path: both go to %s", dump.path)
-        config |= {
+        config.update({
             "enable_dump": True,
             "dump_path": _absolute(dump.path),
             "dump_step": str(dump.step),
             "dump_mode": str(dump.mode),
-        }
+        })
     return config
 
 
@@ -104,7 +105,8 @@ def npu_profiling_options(profiling_cfg: Any) -> str:
 
 
 def _absolute(path: str) -> str:
-    # The adapter resolves relative paths against its own working directory: pass absolute ones.
+    """A debug path as both devices get it: `~` expanded, relative to the working directory when
+    the run starts (the NPU's adapter would resolve it against its own)."""
     return str(Path(path).expanduser().resolve())
 
 
@@ -133,12 +135,12 @@ def tf_debug_tools(debug_cfg: Any, device_type: str) -> Iterator[list[keras.call
 
 @contextmanager
 def _dumping(dump_cfg: Any) -> Iterator[None]:
-    mode = TENSOR_DEBUG_MODES[str(dump_cfg.mode)]
+    mode, path = TENSOR_DEBUG_MODES[str(dump_cfg.mode)], _absolute(dump_cfg.path)  # as the NPU's
     log.info(
         "debug=dump: tf.debugging dump (%s) into %s, every step (debug.dump.step=%s is NPU-only)",
-        mode, dump_cfg.path, dump_cfg.step,
+        mode, path, dump_cfg.step,
     )
-    tf.debugging.experimental.enable_dump_debug_info(dump_cfg.path, tensor_debug_mode=mode)
+    tf.debugging.experimental.enable_dump_debug_info(path, tensor_debug_mode=mode)
     try:
         yield
     finally:

@@ -65,24 +65,25 @@ def _unimportable(error: Exception) -> ConfigError:
     )
 
 
-def npu_options(cfg: Any) -> dict[str, Any]:
-    """Every option this run sets on npu_device.global_options(), nested as it nests them."""
-    return {"precision_mode": str(cfg.precision.mode), **npu_debug_options(cfg.debug)}
+def npu_options(precision_mode: str, debug_cfg: Any) -> dict[str, Any]:
+    """Every option a run sets on npu_device.global_options(), nested as it nests them: the
+    precision mode as it is, and the enabled debug tools (runner/device/debug.py)."""
+    return {"precision_mode": str(precision_mode), **npu_debug_options(debug_cfg)}
 
 
-def open_npu(cfg: Any) -> tf.distribute.Strategy:
-    """Set the options, open the NPU as the default device (the order the adapter needs), then
-    match the npu loop size to steps_per_execution."""
+def open_npu(device_cfg: Any, threads_cfg: Any, options: dict[str, Any],
+             loop_size: int) -> tf.distribute.Strategy:
+    """Set the options (npu_options'), open the NPU as the default device (the order the adapter
+    needs), then set the npu loop size (steps_per_execution: the steps the device runs per call)."""
     npu_device = import_npu_device()
-    options = npu_options(cfg)
     _make_output_folders(options)
     _set_options(npu_device.global_options(), options)
-    _thread_pools_on_the_npu_context(npu_device, cfg.threads)
+    _thread_pools_on_the_npu_context(npu_device, threads_cfg)
     # device.id null: the adapter reads $ASCEND_DEVICE_ID (0 when unset), as the Ascend scripts do.
-    npu_device.open(device_id=cfg.device.id).as_default()
-    _warn_if_thread_pools_were_dropped(cfg.threads)
-    npu_device.set_npu_loop_size(cfg.steps_per_execution)
-    log.info("npu_device opened (device.id=%s) with options %s", cfg.device.id, options)
+    npu_device.open(device_id=device_cfg.id).as_default()
+    _warn_if_thread_pools_were_dropped(threads_cfg)
+    npu_device.set_npu_loop_size(loop_size)
+    log.info("npu_device opened (device.id=%s) with options %s", device_cfg.id, options)
     return tf.distribute.get_strategy()
 
 
@@ -152,17 +153,18 @@ def training_shard(device_cfg: Any) -> Callable | None:
     return import_npu_device().distribute.shard_and_rebatch_dataset if is_multi_card(device_cfg) else None
 
 
-def npu_optimizer(cfg: Any, optimizer: optimizers.Optimizer) -> optimizers.Optimizer:
+def npu_optimizer(device_cfg: Any, precision_mode: str,
+                  optimizer: optimizers.Optimizer) -> optimizers.Optimizer:
     """On the NPU: loss scaling for the float16 precision modes, and on several cards the
     gradients all-reduced across them (the adapter patches the optimizer it is given)."""
-    if str(cfg.device.type) != "npu":
+    if str(device_cfg.type) != "npu":
         return optimizer
     npu_device = import_npu_device()
-    if PRECISION_MODES[str(cfg.precision.mode)].npu_loss_scaled:
+    if PRECISION_MODES[str(precision_mode)].npu_loss_scaled:
         optimizer = npu_device.train.optimizer.NpuLossScaleOptimizer(optimizer)
         log.info("precision=%s computes in float16: dynamic loss scaling, overflowing steps found %s",
-                 cfg.precision.mode, _overflow_check(npu_device))
-    if is_multi_card(cfg.device):
+                 precision_mode, _overflow_check(npu_device))
+    if is_multi_card(device_cfg):
         optimizer = npu_device.distribute.npu_distributed_keras_optimizer_wrapper(optimizer)
     return optimizer
 

@@ -19,18 +19,21 @@ def set_up_device(cfg: Any) -> tf.distribute.Strategy:
 
     cpu: the default strategy; gpu: every visible GPU mirrored; npu: the opened Ascend device.
     device.multi_worker: MultiWorkerMirroredStrategy over the workers TF_CONFIG names (each
-    worker's CPU or all its GPUs). Takes the whole config: the NPU's options (precision, debug)
-    must be set before the device opens. npu_device.open() installs an eager context of its own,
-    which drops what was set on the one before: on the NPU the seed is set after it, and the
-    thread pools inside runner/device/npu.py, on the context open() keeps. Op determinism is
-    process-wide (not the context's), so it is set first, whatever follows.
+    worker's CPU or all its GPUs). The device stage, so it reads across the config: device,
+    threads, seed, deterministic, and on the NPU precision, debug and steps_per_execution (its
+    options must be set before the device opens); the functions it calls get only their groups.
+    npu_device.open() installs an eager context of its own, which drops what was set on the one
+    before: on the NPU the seed is set after it, and the thread pools inside
+    runner/device/npu.py, on the context open() keeps. Op determinism is process-wide (not the
+    context's), so it is set first, whatever follows.
     """
     set_op_determinism(cfg.deterministic)
     device_cfg = cfg.device
     if device_cfg.type == "npu":
-        from runner.device.npu import open_npu
+        from runner.device.npu import npu_options, open_npu
 
-        strategy = open_npu(cfg)
+        options = npu_options(cfg.precision.mode, cfg.debug)
+        strategy = open_npu(device_cfg, cfg.threads, options, loop_size=cfg.steps_per_execution)
     else:
         configure_threads(cfg.threads)  # before TensorFlow's first op
         strategy = _gpu_or_cpu_strategy(device_cfg)
@@ -58,6 +61,12 @@ def _enable_memory_growth(memory_growth: bool) -> None:
     for gpu in gpus:
         # Before any GPU memory is allocated; otherwise TF reserves all of it up front.
         tf.config.experimental.set_memory_growth(gpu, memory_growth)
+
+
+def static_shape(setting: bool | None, device_type: str) -> bool:
+    """The static_shape key (drop_remainder on every batch), or the device's default when null:
+    the NPU needs static shapes."""
+    return setting if setting is not None else str(device_type) == "npu"
 
 
 def describe_devices(strategy: tf.distribute.Strategy, device_type: str) -> dict[str, Any]:

@@ -1,13 +1,13 @@
 """Keras callbacks the runner adds: per-step log lines and steady-state throughput, and what
 resuming needs (trim history.csv to the restored backup; early stopping that remembers earlier
 attempts; stop cleanly on a signal)."""
+from __future__ import annotations
 
 import logging
 import os
 import time
 from pathlib import Path
 
-from runner.ascend.modelzoo import ConsoleLines
 from runner.errors import RunInterrupted
 from runner.keras2 import keras
 from runner.record.resume import StopSignals, trim_history
@@ -93,33 +93,6 @@ class StepLogger(keras.callbacks.Callback):
             epoch + 1, self.epochs, figures, time.perf_counter() - self.epoch_start,
             self.images_per_sec,
         )
-
-
-class ModelZooLines(keras.callbacks.Callback):
-    """Hands Keras' hooks to a recipe's ConsoleLines (runner/ascend/modelzoo.py), which prints the
-    ModelZoo train.py's lines and keeps the figures its scripts read from them."""
-
-    def __init__(self, console: ConsoleLines):
-        super().__init__()
-        self.console = console
-
-    def on_train_begin(self, logs=None):
-        self.console.train_begin(self.params)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.console.epoch_begin(epoch)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.console.batch_begin(batch)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.console.batch_end(batch, float((logs or {}).get("loss", float("nan"))))
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.console.epoch_end(epoch, {k: float(v) for k, v in (logs or {}).items()})
-
-    def on_train_end(self, logs=None):
-        self.console.train_end()
 
 
 class HistoryResume(keras.callbacks.Callback):

@@ -72,14 +72,14 @@ def count_examples(ds: tf.data.Dataset) -> int:
     return n if n >= 0 else int(ds.reduce(0, lambda count, _: count + 1))
 
 
-def should_cache(cfg: Any, decoded_bytes: int) -> bool:
+def should_cache(pipeline_cfg: Any, decoded_bytes: int) -> bool:
     """pipeline.cache, or when null: cache if the decoded float32 images fit the memory budget.
 
     Caching skips decode + resize after the first epoch (bench/results.md: the pipeline section).
     """
-    if cfg.pipeline.cache is not None:
-        return bool(cfg.pipeline.cache)
-    return decoded_bytes <= cfg.pipeline.cache_budget_mb << 20
+    if pipeline_cfg.cache is not None:
+        return bool(pipeline_cfg.cache)
+    return decoded_bytes <= pipeline_cfg.cache_budget_mb << 20
 
 
 def _split_by_element(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -94,7 +94,9 @@ def _split_by_element(ds: tf.data.Dataset) -> tf.data.Dataset:
 def build_splits(
     cfg: Any, source: Source, drop_remainder: bool, shard: Shard | None = None
 ) -> Splits:
-    """shard: on a multi-card run, this card's share of the training examples and its batch."""
+    """The data stage: reads the dataset, the model's augmentation and label keys, the pipeline,
+    batch_size, seed, deterministic and device.multi_worker. shard: on a multi-card run, this
+    card's share of the training examples and its batch."""
     train, val, class_names = source.train, source.val, source.class_names
     train, train_batch = shard(train, cfg.batch_size) if shard else (train, cfg.batch_size)
     train_examples, val_examples = count_examples(train), count_examples(val)
@@ -115,7 +117,7 @@ def build_splits(
         crop_size=cfg.model.crop_size,
         mixup_alpha=cfg.model.mixup_alpha,
         drop_remainder=drop_remainder,
-        cache=should_cache(cfg, (train_examples + val_examples) * image_size**2 * 3 * 4),
+        cache=should_cache(cfg.pipeline, (train_examples + val_examples) * image_size**2 * 3 * 4),
         seed=cfg.seed,
         deterministic=cfg.deterministic,
     )

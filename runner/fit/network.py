@@ -47,14 +47,15 @@ def build_network(model_cfg: Any, num_classes: int, image_size: int):
 
 def compiled_model(cfg: Any, num_classes: int):
     """The network, compiled with the run's optimiser, loss and speed switches (under the
-    current strategy scope and dtype policy)."""
+    current strategy scope and dtype policy). The model stage: reads the model, dataset.image_size,
+    batch_size, the device and precision (the NPU's optimizer) and the speed switches."""
     from runner.device.npu import npu_optimizer
     from runner.fit.optim import build_accuracy, build_loss, build_optimizer
     from runner.keras2 import compile_options, create_optimizer_state
 
     model = build_network(cfg.model, num_classes, cfg.dataset.image_size)
     model.compile(
-        optimizer=npu_optimizer(cfg, build_optimizer(cfg.model, cfg.batch_size)),
+        optimizer=npu_optimizer(cfg.device, cfg.precision.mode, build_optimizer(cfg.model, cfg.batch_size)),
         loss=build_loss(cfg.model),
         metrics=[build_accuracy(cfg.model)],
         steps_per_execution=cfg.steps_per_execution,

@@ -23,32 +23,36 @@ from runner.record.run_folder import RunFolder, read_history
 from runner.record.tracking import NoTracker
 
 
-def early_stopping(cfg: Any, folder: RunFolder) -> ResumableEarlyStopping | None:
-    """Early stopping on val_accuracy that restores the best epoch's weights; None when off."""
-    if not cfg.model.early_stopping_patience:
+def early_stopping(patience: int | None, folder: RunFolder) -> ResumableEarlyStopping | None:
+    """Early stopping on val_accuracy that restores the best epoch's weights; None when off
+    (model.early_stopping_patience 0 or null)."""
+    if not patience:
         return None
     return ResumableEarlyStopping(
         folder.path, folder.best_weights, monitor="val_accuracy", mode="max",
-        patience=cfg.model.early_stopping_patience, restore_best_weights=True,
+        patience=patience, restore_best_weights=True,
     )
 
 
-def epochs_to_run(cfg: Any, folder: RunFolder, model: keras.Model,
+def epochs_to_run(epochs: int, folder: RunFolder, model: keras.Model,
                   stopping: ResumableEarlyStopping | None) -> int:
-    """cfg.epochs, except for a run whose early stopping fired before it was killed (during the
-    final evaluation): the epochs its backup holds. Keras 2's fit() looks at stop_training only
+    """The run's epochs, except for a run whose early stopping fired before it was killed (during
+    the final evaluation): the epochs its backup holds. Keras 2's fit() looks at stop_training only
     after a step, so it would train a step of one more epoch, validate and record it. With no
     epoch left, fit() still restores the backup and the best epoch's weights."""
     epochs_done = folder.backup_epochs()
     if not epochs_done or stopping is None:
-        return cfg.epochs
+        return epochs
     stopping.set_model(model)
     stopped = stopping.replay(read_history(folder.path)[:epochs_done])
-    return epochs_done if stopped else cfg.epochs
+    return epochs_done if stopped else epochs
 
 
-def run_callbacks(cfg: Any, folder: RunFolder, step_logger: StepLogger, signals: StopSignals,
-                  tracker: NoTracker, stopping: ResumableEarlyStopping | None) -> list:
+def run_callbacks(logger_cfg: Any, device_cfg: Any, folder: RunFolder, step_logger: StepLogger,
+                  signals: StopSignals, tracker: NoTracker,
+                  stopping: ResumableEarlyStopping | None) -> list:
+    """logger_cfg: TensorBoard's scalars when logger.tensorboard; device_cfg: which process writes
+    the checkpoints."""
     callbacks = [
         HistoryResume(folder.backup, folder.history),  # before CSVLogger opens it
         keras.callbacks.TerminateOnNaN(),
@@ -61,11 +65,11 @@ def run_callbacks(cfg: Any, folder: RunFolder, step_logger: StepLogger, signals:
         # profile_batch=0: Keras 2.6 profiles the second batch by default (tf-keras does not);
         # debug=profiling is the runner's way to profile.
         *([keras.callbacks.TensorBoard(str(folder.tensorboard), profile_batch=0)]
-          if cfg.logger.tensorboard else []),
+          if logger_cfg.tensorboard else []),
         step_logger,
         TrackEpochs(tracker),
     ]
-    if not current_worker(cfg.device).is_chief and not cfg.device.multi_worker:
+    if not current_worker(device_cfg).is_chief and not device_cfg.multi_worker:
         # Only rank 0 writes checkpoints; every rank keeps its own backup so that each can resume.
         # (Under TensorFlow's multi-worker strategy every worker must save, since saving runs
         # collectives; Keras writes a non-chief's copy to a temporary folder and deletes it.)

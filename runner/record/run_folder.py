@@ -1,6 +1,8 @@
-"""One run's folder: its layout (each file name defined here, once), status.json, the wall clock
-across attempts, the config files, resume preparation and the finishing sequence. Its lock is
-runner/record/lock.py's. No TensorFlow at import (reading a backup's epoch imports it).
+"""One run's folder: its layout (each file name defined here, once), train.log's handler,
+status.json (as written, and as readers should take it), the wall clock across attempts, the
+config files, resume preparation and the finishing sequence. Its lock is runner/record/lock.py's;
+env.json's content runner/record/environment.py's. No TensorFlow at import (reading a backup's
+epoch imports it).
 
 <run dir>/
   .hydra/config.yaml            the config the run trains with (evaluate, predict, export rebuild
@@ -35,7 +37,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError, RunFailed
-from runner.record.lock import hold_run_folder
+from runner.record.lock import hold_run_folder, lock_holder
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "inter
 RESUME_PREFIX = "resume="
 # Top-level keys a resumed run may change: they do not change what is trained.
 MAY_CHANGE_ON_RESUME = {"output_dir", "log_steps", "logger", "optimized_metric"}
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
 
 
 @dataclass
@@ -279,6 +282,40 @@ def write_status(run_dir: Path, status: str, **details: Any) -> None:
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:
     return _read_json(run_dir / STATUS_FILE)
+
+
+def current_status(run_dir: Path) -> dict[str, Any] | None:
+    """status.json as readers should take it. A run killed outright (SIGKILL, out of memory, power
+    or node lost) never recorded its end and still says `running`: if nobody holds the folder's
+    lock (runner/record/lock.py), its process is gone, so it is shown as interrupted, with the resume
+    command. A run that does hold it gets `holder`: pid, host and start of the process."""
+    status = read_status(run_dir)
+    if not status or status.get("status") != RUNNING:
+        return status
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        return {**status, "holder": holder.describe()}
+    return {
+        **status, "status": INTERRUPTED, "resume": resume_command(run_dir),
+        "reason": f"pid {status.get('pid')} on {status.get('host', 'its host')} is gone and the "
+                  "folder is unlocked: killed before it could record its end",
+    }
+
+
+def attach_log_file(run_dir: Path) -> logging.Handler:
+    """Send the root logger to run_dir/train.log too (the console handler is Hydra's)."""
+    handler = logging.FileHandler(run_dir / LOG_FILE)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def detach_log_file(handler: logging.Handler) -> None:
+    logging.getLogger().removeHandler(handler)
+    handler.close()
 
 
 def read_history(run_dir: Path) -> list[dict[str, float]]:

@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError
-from runner.record.report import git_commit
+from runner.record.environment import git_commit
 from runner.record.run_folder import (
     BEST_WEIGHTS,
     CHECKPOINTS,
@@ -337,7 +337,7 @@ class MlflowSweep(Callback):
             log.error("%s", error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from runner.record.summarize import find_jobs, read_job
+        from runner.record.sweep_summary import find_jobs, read_job
 
         run_id = os.environ.pop(PARENT_RUN_ENV, None)
         settings = config.get("logger", {}).get("mlflow")

@@ -1,7 +1,10 @@
-"""Config checks that need no TensorFlow: a bad value fails in a fraction of a second."""
+"""The checks before a run: what Hydra's schema cannot check (values that cannot train, files that
+must exist, the devices' environment, the stack device=npu needs), without TensorFlow, so a bad
+value fails in a fraction of a second. Above the config, the devices, the models and the data,
+whose rules it applies; train() runs it first.
+"""
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,13 +13,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from runner.config.keys import did_you_mean
 from runner.config.precision_modes import PRECISION_MODES
 from runner.device.workers import current_worker
 from runner.errors import ConfigError
 from runner.fit.network import DENSENET_FAMILY, MODEL_NAMES, resizer_target_size
 from runner.versions import installed_tensorflow
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # npu_device's aoe_config.aoe_mode values.
 AOE_MODES = {"1": "subgraph tuning", "2": "operator tuning", "4": "gradient split tuning"}
@@ -100,13 +104,6 @@ def check_config(cfg: DictConfig, task_overrides: Sequence[str] = ()) -> None:
     if cfg.device.type == "npu":
         _check_npu_loop(cfg.steps_per_execution, cfg.steps_per_epoch)
         _check_ascend_stack()  # last: the config's own mistakes are worth fixing on any stack
-
-
-def did_you_mean(key: str, siblings: Sequence[str]) -> str:
-    """' Did you mean model.learning_rate?' for a misspelt model.learning_rat, or ''."""
-    parent, _, name = key.rpartition(".")
-    close = difflib.get_close_matches(name, [str(k) for k in siblings if k != name], n=1, cutoff=0.7)
-    return f" Did you mean {parent + '.' if parent else ''}{close[0]}?" if close else ""
 
 
 def _check_added_keys(task_overrides: Sequence[str], cfg: DictConfig) -> None:
@@ -232,6 +229,11 @@ def _check_ascend_stack() -> None:
 
 
 def _check_debug(debug_cfg: DictConfig, precision_mode: str, device_type: str) -> None:
+    if debug_cfg.dump.enabled and OmegaConf.is_missing(debug_cfg.dump, "path"):
+        raise ConfigError(
+            "debug.dump.enabled=true without debug.dump.path: choose the tool with debug=dump (it "
+            "dumps into <run dir>/dump), or set debug.dump.path=DIR."
+        )
     aoe_mode = str(debug_cfg.auto_tune.aoe_mode)
     if debug_cfg.auto_tune.enabled and aoe_mode not in AOE_MODES:
         raise ConfigError(

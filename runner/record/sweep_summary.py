@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.device_pool_launcher.record import RECORD_FILE as DEVICE_RECORD  # jobs' devices
 from runner.config.schema import direction
-from runner.record.report import current_status
 from runner.record.run_folder import (
     CONFIG_FILE,
     FINISHED,
@@ -32,6 +31,7 @@ from runner.record.run_folder import (
     INTERRUPTED,
     OVERRIDES_FILE,
     RUNNING,
+    current_status,
     read_history,
     read_metrics,
 )
@@ -126,7 +126,7 @@ def best_job(jobs: Sequence[JobResult], metric: str) -> JobResult | None:
     return pick(scored, key=lambda job: job.metrics[metric], default=None)
 
 
-def pool_devices(sweep_dir: Path) -> dict[str, str]:
+def job_devices(sweep_dir: Path) -> dict[str, str]:
     """Job folder (relative to the sweep's) -> the device its last attempt ran on, for a sweep
     run with hydra/launcher=device_pool; empty for any other launcher."""
     path = sweep_dir / DEVICE_RECORD
@@ -146,7 +146,7 @@ def summary_rows(jobs: Sequence[JobResult], sweep_dir: Path) -> list[dict[str, A
     (device-pool sweeps only), folder and whether it is the best by optimized_metric."""
     keys = swept_keys(jobs)
     best = best_job(jobs, optimized_metric(jobs))
-    devices = pool_devices(sweep_dir)
+    devices = job_devices(sweep_dir)
     return [
         {
             **{key: job.overrides.get(key, "") for key in keys},
