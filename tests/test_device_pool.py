@@ -19,6 +19,7 @@ import pytest
 
 from hydra_plugins.device_pool_launcher import devices as pool_module
 from hydra_plugins.device_pool_launcher.devices import CPUS_ENV, form_pool
+from hydra_plugins.device_pool_launcher.record import RECORD_FILE, append_record, read_records
 from tests.conftest import FAKE_NPU_DIR, compose_config, needs_ascend_stack, runner_env
 
 POOL = ["hydra/launcher=device_pool", "hydra.launcher.devices=[[0],[1]]"]
@@ -35,7 +36,7 @@ def run_sweep(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 
 def records(sweep_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (sweep_dir / "device_pool.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (sweep_dir / RECORD_FILE).read_text().splitlines()]
 
 
 def job_dir(sweep_dir: Path, *values: str) -> Path:
@@ -252,11 +253,29 @@ def test_a_set_device_id_would_put_every_npu_job_on_one_card_and_is_refused(tmp_
     assert not [p for p in (tmp_path / "s").iterdir() if p.is_dir()]  # no job folder
 
 
-def test_the_plugin_imports_no_tensorflow():
-    """`python -m runner --help` and `--cfg job` import every Hydra plugin: they stay fast."""
+def test_the_plugin_imports_no_tensorflow_and_nothing_of_the_application():
+    """`python -m runner --help` and `--cfg job` import every Hydra plugin: they stay fast. And the
+    plugin is Hydra's, like its joblib and submitit launchers: it needs nothing of the runner."""
     code = ("import sys, hydra_plugins.device_pool_launcher.launcher, "
-            "hydra_plugins.device_pool_launcher._child, hydra_plugins.device_pool_launcher.config; "
-            "assert 'tensorflow' not in sys.modules")
+            "hydra_plugins.device_pool_launcher._child, hydra_plugins.device_pool_launcher.config, "
+            "hydra_plugins.device_pool_launcher.record; "
+            "app = sorted(m for m in sys.modules if m.split('.')[0] in ('runner', 'models', 'data')); "
+            "assert 'tensorflow' not in sys.modules and not app, app")
+    subprocess.run([sys.executable, "-c", code], env=runner_env(), check=True, timeout=120)
+
+
+def test_the_record_reads_back_whole_lines_with_the_standard_library_alone(tmp_path):
+    """The public reader of device_pool.jsonl (the summary reads it): a line cut short by a kill
+    is skipped; importing it imports neither Hydra nor TensorFlow."""
+    append_record(tmp_path, {"job": 0, "device": "cpu:0"})
+    append_record(tmp_path, {"job": 1, "device": "cpu:1"})
+    with open(tmp_path / RECORD_FILE, "a") as file:
+        file.write('{"job": 2, "dev')
+    assert read_records(tmp_path) == [{"job": 0, "device": "cpu:0"}, {"job": 1, "device": "cpu:1"}]
+    assert read_records(tmp_path / "another launcher's sweep") == []
+    code = ("import sys, hydra_plugins.device_pool_launcher.record; "
+            "heavy = {'hydra', 'omegaconf', 'tensorflow', 'cloudpickle'} & set(sys.modules); "
+            "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], env=runner_env(), check=True, timeout=120)
 
 
