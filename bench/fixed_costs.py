@@ -18,12 +18,12 @@ import statistics
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from importlib import metadata
 from pathlib import Path
 
 from bench.report import Row
 from bench.startup import LOG_TIME_FORMAT, timed_output, wall_seconds
 from runner.record.run_folder import LOG_FILE, read_metrics
+from runner.versions import installed_tensorflow
 from tests.bit_fixtures import write_bit_savedmodel
 
 SECTION = "8 fixed costs"
@@ -74,10 +74,11 @@ def log_parts(log_text: str, launched: datetime, exited: datetime) -> dict[str, 
     first_step_after_fit, step_lines, epoch_ends = None, [], []
     for line in log_text.splitlines():
         stamp = _stamp(line)
-        if (match := FIRST_STEP.search(line)) and first_step_after_fit is None:
-            first_step_after_fit = float(match.group(1))
-        elif match := STEP_LINE.search(line):
-            step_lines.append((stamp, int(match.group(1)), int(match.group(2)), float(match.group(3))))
+        first_step, step = FIRST_STEP.search(line), STEP_LINE.search(line)
+        if first_step and first_step_after_fit is None:
+            first_step_after_fit = float(first_step.group(1))
+        elif step:
+            step_lines.append((stamp, int(step.group(1)), int(step.group(2)), float(step.group(3))))
         elif EPOCH_LINE.search(line) and "step:" not in line:
             epoch_ends.append(stamp)
     first = step_lines[0]
@@ -114,7 +115,7 @@ def fixed_cost_rows(bench, recipe: str) -> list[Row]:
         if cfg is not None:
             floors.append(measure_floor(cfg.epochs, cfg.batch_size, cfg.steps_per_epoch))
     shape = " ".join(o for o in overrides if not o.startswith("model.handle=")) or "(the quickstart)"
-    return cost_rows(recipe, shape, runs, f"TF {metadata.version('tensorflow')}", floors)
+    return cost_rows(recipe, shape, runs, f"TF {installed_tensorflow()[1]}", floors)
 
 
 def cost_rows(recipe: str, shape: str, runs: list[dict[str, float]], stack: str,

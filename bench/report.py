@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
+
+from runner.versions import installed_tensorflow
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def machine_lines(load_average: str) -> list[str]:
 
     return [
         f"- CPU: {cpu_model_name()}, {usable_cores()} cores usable",
-        f"- TensorFlow {metadata.version('tensorflow')}, Python {platform.python_version()}; "
+        f"- TensorFlow {installed_tensorflow()[1]}, Python {platform.python_version()}; "
         f"{keras_versions()}",
         f"- Load average when the run started (`uptime`): {load_average}",
     ]
@@ -81,7 +82,7 @@ def write_results(path: Path, rows: list[Row], size_name: str, command: str, loa
 
 def write_json(path: Path, rows: list[Row], size_name: str, load_average: str) -> None:
     """The rows and which stack measured them, for `python -m bench.stacks`."""
-    stack = {"tensorflow": metadata.version("tensorflow"), "python": platform.python_version(),
+    stack = {"tensorflow": installed_tensorflow()[1], "python": platform.python_version(),
              "keras": keras_versions()}
     document = {"size": size_name, "stack": stack, "load_average": load_average,
                 "rows": [asdict(row) for row in rows]}

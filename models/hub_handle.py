@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -84,7 +85,7 @@ def _extract_archive(archive: Path, cache_root: Path) -> Path:
     stat = archive.stat()
     # Keyed by path, size and mtime: a replaced archive gets a fresh extraction.
     key = hashlib.sha1(f"{archive}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    stem = archive.name.removesuffix(".tar.gz").removesuffix(".tgz")
+    stem = re.sub(r"\.(tar\.gz|tgz)$", "", archive.name)
     target = cache_root / f"{stem}-{key}"
     if not target.is_dir():
         cache_root.mkdir(parents=True, exist_ok=True)
@@ -103,12 +104,19 @@ def _extract_archive(archive: Path, cache_root: Path) -> Path:
     return _find_savedmodel(target, archive)
 
 
+class UnsafeMember(Exception):
+    """An archive member that would land outside the extraction folder, or is not a plain file."""
+
+
+# tarfile's own refusal, where the Python has the data filter (3.8.17+, 3.9.17+, 3.12+).
+UNSAFE_MEMBER_ERRORS = (UnsafeMember, *((tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()))
+
+
 def _extract_into(archive: Path, folder: Path) -> None:
     try:
         with tarfile.open(archive, "r:*") as tar:
-            # filter="data" refuses absolute paths, '..' members and links out of `folder`.
-            tar.extractall(folder, filter="data")
-    except tarfile.FilterError as error:
+            extract_safely(tar, folder)
+    except UNSAFE_MEMBER_ERRORS as error:
         raise ConfigError(
             f"Refused to extract '{archive}': it contains an unsafe member ({error}). "
             "Re-create the archive from the SavedModel folder, or pass the folder as model.handle."
@@ -119,6 +127,30 @@ def _extract_into(archive: Path, folder: Path) -> None:
             "corrupt or not a .tar.gz. Download it again, or extract it yourself and pass the "
             "folder as model.handle."
         ) from error
+
+
+def extract_safely(tar: tarfile.TarFile, folder: Path) -> None:
+    """Extract an untrusted archive into `folder`. With tarfile's data filter where Python has it:
+    it refuses absolute paths, '..' members, links out of `folder` and device files. Older
+    Pythons (Python 3.7, the Ascend hosts' default, and 3.8/3.9 before their .17 releases) get a
+    stricter check of every member first: regular files and folders inside `folder` only (a
+    SavedModel holds nothing else)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(folder, filter="data")
+        return
+    refuse_unsafe_members(tar, folder)
+    tar.extractall(folder)
+
+
+def refuse_unsafe_members(tar: tarfile.TarFile, folder: Path) -> None:
+    """Raise UnsafeMember unless every member is a regular file or folder inside `folder`."""
+    root = folder.resolve()
+    for member in tar.getmembers():
+        target = (root / member.name).resolve()
+        if os.path.isabs(member.name) or (target != root and root not in target.parents):
+            raise UnsafeMember(f"{member.name!r} would be extracted outside {root}")
+        if not (member.isfile() or member.isdir()):
+            raise UnsafeMember(f"{member.name!r} is a link or a special file")
 
 
 def _find_savedmodel(folder: Path, archive: Path) -> Path:

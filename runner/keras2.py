@@ -2,7 +2,7 @@
 
 Every other module imports Keras from here (`from runner.keras2 import keras`).
 
-- Ascend stack (requirements-ascend.txt): TensorFlow 2.6.5, whose `tf.keras` is Keras 2.6. CANN's
+- Ascend stack (requirements-ascend*.lock): TensorFlow 2.6.5, whose `tf.keras` is Keras 2.6. CANN's
   `npu_device` exists for this TensorFlow only and patches Keras-2 optimizers.
 - Default stack (requirements.txt): TensorFlow 2.21, whose `tf.keras` is Keras 3; Keras 2 is the
   separate `tf-keras` package. TF-Hub's `hub.KerasLayer` needs Keras 2 as well.

@@ -8,6 +8,12 @@ try:
 except ImportError:  # Python 3.7
     import importlib_metadata as metadata  # type: ignore[no-redef]
 
+# Where device=npu runs, for the messages that send a user there (README, "Setting up the Ascend stack").
+ASCEND_STACK = (
+    "the Ascend stack (Python 3.7-3.9, TensorFlow 2.6.5: `pip install -r requirements-ascend.lock` "
+    "in a fresh venv on x86_64, or `pip install -r requirements-ascend-host.lock` where TensorFlow "
+    "2.6.5 is installed already)"
+)
 # The names TensorFlow is installed under: PyPI's full and CPU wheels (Huawei's guide installs
 # tensorflow-cpu on x86 Ascend hosts), Linaro's aarch64 builds, the old GPU wheel.
 TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "tensorflow-gpu")

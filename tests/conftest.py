@@ -106,7 +106,7 @@ NPU_ENV = (
 ON_ASCEND_STACK = (installed_tensorflow() or ("", ""))[1].startswith("2.6.")
 needs_ascend_stack = pytest.mark.skipif(
     not ON_ASCEND_STACK,
-    reason="npu_device runs on the Ascend stack only (TensorFlow 2.6.5, requirements-ascend.txt)",
+    reason="npu_device runs on the Ascend stack only (TensorFlow 2.6.5, requirements-ascend*.lock)",
 )
 
 

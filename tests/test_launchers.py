@@ -7,15 +7,15 @@ import csv
 import json
 import subprocess
 import sys
-from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import yaml
 
+from runner.versions import installed_version as version
 from tests.conftest import runner_env
 
-pytestmark = pytest.mark.ascend_stack  # the plugins are in requirements-ascend.txt too
+pytestmark = pytest.mark.ascend_stack  # the plugins are in the Ascend locks too
 
 LAUNCHERS = {
     "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
@@ -28,7 +28,7 @@ JOBS = ["seed=1", "seed=2"]  # the folder names: seed is the one swept key
 TRACKED = "joblib"
 
 
-# submitit 1.5.4 cannot find its executors on Python 3.9; requirements-ascend.txt pins 1.5.3, so
+# submitit 1.5.4 cannot find its executors on Python 3.9; the Ascend locks pin 1.5.3, so
 # only an environment installed before that pin skips (and says how to fix it).
 SUBMITIT_BROKEN = sys.version_info < (3, 10) and version("submitit") == "1.5.4"
 
@@ -38,7 +38,7 @@ def sweep(request, tmp_path_factory, toy_bit_run) -> dict:
     launcher = request.param
     if launcher == "submitit_local" and SUBMITIT_BROKEN:
         pytest.skip("submitit 1.5.4 fails on Python 3.9 (KeyError: 'submitit'): "
-                    "pip install -r requirements-ascend.txt installs 1.5.3")
+                    "the Ascend locks install 1.5.3 (1.4.6 on Python 3.7)")
     sweep_dir = tmp_path_factory.mktemp(launcher) / "sweep"
     uri = f"sqlite:///{sweep_dir.parent / 'mlflow.db'}"
     tracking = ["logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={uri}"]

@@ -186,10 +186,10 @@ def test_npu_loop_needs_whole_loops_per_epoch(steps_per_epoch, tmp_path):
 @pytest.mark.skipif(ON_ASCEND_STACK, reason="the default stack's refusal")
 def test_default_stack_refuses_device_npu_naming_the_ascend_stack(tmp_path):
     cfg = compose_config([*TINY_RUN, "device=npu"], tmp_path / "run")
-    with pytest.raises(ConfigError, match=r"TensorFlow 2\.6\.5.*requirements-ascend\.txt"):
+    with pytest.raises(ConfigError, match=r"TensorFlow 2\.6\.5.*requirements-ascend-host\.lock"):
         train(cfg)
     assert not (tmp_path / "run" / "metrics.json").exists()
-    assert "requirements-ascend.txt" in (tmp_path / "run" / "train.log").read_text()
+    assert "requirements-ascend-host.lock" in (tmp_path / "run" / "train.log").read_text()
 
 
 @pytest.mark.skipif(ON_ASCEND_STACK, reason="the default stack's refusal")
@@ -202,7 +202,7 @@ def test_default_stack_explains_an_npu_device_that_cannot_import(monkeypatch):
     finally:
         forget_npu_device()
     assert "import npu_device` failed" in str(raised.value)
-    assert "requirements-ascend.txt" in str(raised.value) and "\n" not in str(raised.value)
+    assert "requirements-ascend-host.lock" in str(raised.value) and "\n" not in str(raised.value)
 
 
 # -- the Ascend stack, against the fake ---------------------------------------------------------

@@ -100,11 +100,12 @@ def expand_resume_argument(argv: list[str]) -> list[str]:
             "resume=<run dir> takes one run folder and no -m: to resume a sweep, run the same "
             "sweep command again with hydra.sweep.dir=<its folder>."
         )
-    run_dir = Path(resume_args[0].removeprefix(RESUME_PREFIX)).expanduser().resolve()
+    given = resume_args[0][len(RESUME_PREFIX):]
+    run_dir = Path(given).expanduser().resolve()
     overrides_file = run_dir / OVERRIDES_FILE
     if not overrides_file.is_file():
         raise ConfigError(
-            f"resume={resume_args[0].removeprefix(RESUME_PREFIX)}: {overrides_file} does not exist, "
+            f"resume={given}: {overrides_file} does not exist, "
             "so this is not a run folder written by `python -m runner`. Pass the folder that holds "
             "train.log and .hydra/."
         )
