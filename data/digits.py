@@ -1,4 +1,5 @@
 """scikit-learn's embedded digits (1,797 8x8 grey images, 10 classes): real data, no download."""
+from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf

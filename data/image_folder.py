@@ -4,6 +4,7 @@ Read with a small tf.data pipeline over the checked file list rather than
 `keras.utils.image_dataset_from_directory` (which resizes while decoding and reports an unreadable
 file only mid-training) or TFDS ImageFolder (which wants train/ and test/ split folders).
 """
+from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf

@@ -4,6 +4,7 @@ Evaluates a run's checkpoint on a split and writes `eval/<split>/` into the run 
 metrics.json (accuracy, loss, per-class precision/recall/f1/support, confusion matrix),
 per_class.csv, per_class.md and confusion_matrix.png.
 """
+from __future__ import annotations
 
 import csv
 import re
@@ -148,7 +149,7 @@ def write_per_class_tables(per_class: dict[str, dict], folder: Path) -> None:
     (folder / "per_class.md").write_text("\n".join(lines) + "\n")
 
 
-def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str) -> "Figure":
+def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str) -> Figure:
     """The confusion matrix as a picture: rows true, columns predicted; counts in the cells up to
     MAX_ANNOTATED_CLASSES classes."""
     from matplotlib.figure import Figure  # no pyplot: no display, no global figure state

@@ -3,6 +3,7 @@
 One line per image: its path and the top-k classes with their probabilities, after the same
 preprocessing as evaluation (decode, RGB, resize to dataset.image_size).
 """
+from __future__ import annotations
 
 import glob
 import json

@@ -18,7 +18,7 @@ from runner.config.precision_modes import PRECISION_MODES
 from runner.device.workers import current_worker
 from runner.errors import ConfigError
 from runner.fit.network import DENSENET_FAMILY, MODEL_NAMES, resizer_target_size
-from runner.versions import installed_tensorflow
+from runner.versions import ASCEND_STACK, installed_tensorflow
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -221,10 +221,9 @@ def _check_ascend_stack() -> None:
     if version is not None and not version.startswith("2.6."):
         raise ConfigError(
             f"device=npu needs the Ascend stack: CANN's npu_device is built for TensorFlow 2.6.5 "
-            f"and Keras 2.6 only, and this environment has TensorFlow {version}. Create a Python 3.9 "
-            "environment with `pip install -r requirements-ascend.txt`, `source "
-            "/usr/local/Ascend/ascend-toolkit/set_env.sh`, and run there; or use device=cpu or "
-            "device=gpu here."
+            f"and Keras 2.6 only, and this environment has TensorFlow {version}. Set up {ASCEND_STACK}, "
+            "`source /usr/local/Ascend/ascend-toolkit/set_env.sh`, and run there; or use device=cpu "
+            "or device=gpu here."
         )
 
 

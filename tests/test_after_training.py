@@ -1,4 +1,5 @@
 """evaluate, predict and export on runs trained here on tiny data, checked against the runs' own figures."""
+from __future__ import annotations
 
 import csv
 import json

@@ -1,4 +1,5 @@
 """build_bit with the hub backbone: a small SavedModel with the TF-Hub BiT interface."""
+from __future__ import annotations
 
 import shutil
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Every option of every config group composes; schemas and struct mode reject mistakes early."""
+from __future__ import annotations
 
 from pathlib import Path
 

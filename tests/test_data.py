@@ -1,4 +1,5 @@
 """Datasets read from the real on-disk formats, split as the recipes say, batched as the models need."""
+from __future__ import annotations
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
 """train(cfg) end to end on tiny real data: the run directory contract, per model and dataset."""
+from __future__ import annotations
 
 import json
 import re

@@ -1,6 +1,6 @@
 """The Ascend NPU through CANN's TensorFlow adapter, `npu_device` (TF Adapter 2.x).
 
-`npu_device` exists for TensorFlow 2.6.5 only (the Ascend stack, requirements-ascend.txt): it is
+`npu_device` exists for TensorFlow 2.6.5 only (the Ascend stack, README "Setting up the Ascend stack"): it is
 compiled against TF 2.6.5 and patches Keras-2.6 internals. The composed config becomes
 npu_device options (precision here, debug tools in runner/device/debug.py), all set on
 `npu_device.global_options()` BEFORE `npu_device.open(id).as_default()`: the adapter reads them
@@ -33,6 +33,7 @@ from runner.device.debug import npu_debug_options
 from runner.device.threads import configure_threads, thread_pools
 from runner.errors import ConfigError
 from runner.keras2 import STACK, keras, optimizers
+from runner.versions import ASCEND_STACK
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,7 @@ def import_npu_device():
             raise _unimportable(error) from None
         raise ConfigError(
             "device=npu needs the `npu_device` package, which ships with CANN's TensorFlow "
-            "adapter (not on PyPI). On the Ascend stack (Python 3.9, `pip install -r "
-            "requirements-ascend.txt`), install CANN and its TF2 adapter and `source "
+            f"adapter (not on PyPI). On {ASCEND_STACK}, install CANN and its TF2 adapter and `source "
             "/usr/local/Ascend/ascend-toolkit/set_env.sh`; check with `python -c \"import "
             "npu_device; npu_device.open().as_default()\"`. Or run with device=cpu or device=gpu."
         ) from None
@@ -59,9 +59,8 @@ def import_npu_device():
 def _unimportable(error: Exception) -> ConfigError:
     return ConfigError(
         f"`import npu_device` failed under {STACK} ({type(error).__name__}: {error}). CANN's "
-        "adapter is built for TensorFlow 2.6.5 and Keras 2.6 only: run device=npu on the "
-        "Ascend stack (Python 3.9, `pip install -r requirements-ascend.txt`), or use "
-        "device=cpu or device=gpu here."
+        f"adapter is built for TensorFlow 2.6.5 and Keras 2.6 only: run device=npu on {ASCEND_STACK}, "
+        "or use device=cpu or device=gpu here."
     )
 
 

@@ -9,6 +9,7 @@ One rule picks the fine-tuning schedule from the dataset alone:
   resized to 512 and cropped to 480 (big_transfer's code; the paper says 448 -> 384).
 The seed's own schedule (`model.schedule=piecewise`) keeps boundaries 200/300/400 and no warm-up.
 """
+from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
