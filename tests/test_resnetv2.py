@@ -1,5 +1,7 @@
 """The native BiT ResNet-v2 against a NumPy transcription of big_transfer's definition."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -78,7 +80,7 @@ def np_resnet(images, weights, block_units):
 
 def layer_weight(model: keras.Model, key: str):
     """The variable of an official .npz key, by the documented naming ('/' -> '_')."""
-    layer_path, param = key.removeprefix("resnet/").rsplit("/", 1)
+    layer_path, param = re.sub(r"^resnet/", "", key).rsplit("/", 1)
     return getattr(model.get_layer(layer_path.replace("/", "_")), param)
 
 

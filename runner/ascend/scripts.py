@@ -167,7 +167,7 @@ def debug_settings(settings: dict[str, Any], recipe_dir: Path) -> dict[str, Any]
     goes where the overflow dump goes when both are on (the originals set one dump_path,
     overflow's last). The dump keeps every tensor (dump_mode all: debug_overrides)."""
     paths = {key: str(recipe_dir / "output" / folder) for key, folder in DEBUG_FOLDERS.items()}
-    paths |= {key: str(recipe_dir / "configs" / name) for key, name in DEBUG_FILES.items()}
+    paths.update({key: str(recipe_dir / "configs" / name) for key, name in DEBUG_FILES.items()})
     settings = {**paths, **settings}
     if settings.get("over_dump") and settings.get("data_dump_flag"):
         settings["data_dump_path"] = settings["over_dump_path"]

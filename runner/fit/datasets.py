@@ -1,9 +1,8 @@
 """Dataset config -> batched train and validation pipelines."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable, Tuple
 
 import tensorflow as tf
 
@@ -12,7 +11,8 @@ from runner.errors import ConfigError
 from runner.fit.optim import uses_one_hot_labels
 
 # (examples, global batch) -> (this card's examples, its batch): npu_device.distribute's signature.
-Shard = Callable[[tf.data.Dataset, int], tuple[tf.data.Dataset, int]]
+# typing's names: a type alias is evaluated at import, and Python 3.7/3.8 subscript no builtin.
+Shard = Callable[[tf.data.Dataset, int], Tuple[tf.data.Dataset, int]]
 
 
 @dataclass
