@@ -1,4 +1,4 @@
-"""What a run does besides training steps, and what it no longer does (issue 23): one training
+"""What a run does besides training steps, and what it no longer does: one training
 iterator for the whole fit, one trace of the train and test steps, no second evaluation of the
 last epoch's weights, no Keras 3 (and matplotlib) behind `python -m runner`'s TensorFlow import,
 no profiling unasked. No timing here: the times are bench/'s (`python -m bench --sections
@@ -146,8 +146,9 @@ left = Left()  # a module global: Python's teardown would delete it
 atexit.register(lambda: print("exit handler ran", flush=True))
 threading.Thread(target=lambda: (time.sleep(0.5), print("thread finished", flush=True))).start()
 stop = threading.Event()  # a worker manager that stops when told at exit, as joblib's (loky's) does
-threading.Thread(target=stop.wait).start()
-threading._register_atexit(stop.set)
+if hasattr(threading, "_register_atexit"):  # Python 3.9+; 3.7 and 3.8 have no such hook
+    threading.Thread(target=stop.wait).start()
+    threading._register_atexit(stop.set)
 print("buffered, not flushed", end="")
 exit_without_teardown(sys.argv[1] if sys.argv[1].startswith("why") else int(sys.argv[1]))
 """
