@@ -26,10 +26,19 @@ from hydra.test_utils.launcher_common_tests import (
     IntegrationTestSuite,
     LauncherTestSuite,
 )
+from hydra.version import setbase
 
 pytestmark = pytest.mark.ascend_stack  # the plugin runs on both stacks
 
 ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+@pytest.fixture(autouse=True)
+def _hydra_version_base_of_a_fresh_process(hydra_restore_singletons) -> None:
+    """Hydra's suites expect the version base of a fresh process (1.1's defaults: a job runs in its
+    output folder). Another test file's compose(version_base="1.3") in this worker process would
+    leave 1.3's, where jobs stay in the launching folder; the singletons are restored after."""
+    setbase("1.1")
 
 
 def test_discovery() -> None:
