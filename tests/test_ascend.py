@@ -460,7 +460,7 @@ def bit_dynamic_figures(log: str, batch_size: int) -> dict[str, str]:
     (4th colon-separated field; awk prints the mean with 6 significant digits), batch / that,
     and the step lines' losses but the first (3rd field)."""
     steps = lines_with(log, "step:")[1:]
-    seconds = statistics.fmean(float(line.split(":")[3]) for line in steps)
+    seconds = statistics.mean(float(line.split(":")[3]) for line in steps)
     losses = [line.split()[2] for line in steps]
     return {
         "TrainingTime": f"{seconds:.6g}", "ActualFPS": f"{batch_size / float(f'{seconds:.6g}'):.2f}",
@@ -599,10 +599,10 @@ def assert_bit_lines(log: str, epochs: int) -> None:
     assert durations == [i + 1 for i in epoch_lines]
     assert log.splitlines()[-1].startswith("imgs/s: ")
     kept = [[t for t in times if t < SLOW_STEP_SECONDS] for times in step_times]
-    means = [statistics.fmean(times) for times in (kept[1:] if epochs > 1 else kept)]
+    means = [statistics.mean(times) for times in (kept[1:] if epochs > 1 else kept)]
     (throughput,) = lines_with(log, "imgs/s")
     # printed with 2 decimals, from step times printed with 6
-    assert float(throughput.split()[1]) == pytest.approx(2 / statistics.fmean(means), rel=1e-3, abs=0.005)
+    assert float(throughput.split()[1]) == pytest.approx(2 / statistics.mean(means), rel=1e-3, abs=0.005)
 
 
 TIME_HISTORY = re.compile(

@@ -132,7 +132,7 @@ class BitLines(ConsoleLines):
     def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         super().epoch_end(epoch, logs)
         self.print(f"epoch_duration:  {time.perf_counter() - self.epoch_start}")
-        mean = statistics.fmean(self.epoch_step_times) if self.epoch_step_times else float("nan")
+        mean = statistics.mean(self.epoch_step_times) if self.epoch_step_times else float("nan")
         if epoch == 0:
             self.first_epoch_mean = mean
         else:
@@ -145,12 +145,12 @@ class BitLines(ConsoleLines):
         # The original divides by the mean of an empty list after one epoch (`imgs/s: nan`):
         # a one-epoch run reports its only epoch instead.
         means = self.epoch_means or [self.first_epoch_mean]
-        return self.batch_size / statistics.fmean(means)
+        return self.batch_size / statistics.mean(means)
 
     def figures(self, case_kind: str) -> dict[str, float]:
         later = [float(seconds) for _, seconds in self.steps[1:]]
         if case_kind == DYNAMIC_PERF:
-            training_time = float(f"{statistics.fmean(later):.6g}") if later else float("nan")
+            training_time = float(f"{statistics.mean(later):.6g}") if later else float("nan")
             fps = float(f"{self.batch_size / training_time:.2f}")
             loss = float(self.steps[-1][0]) if later else float("nan")
         else:
