@@ -130,8 +130,11 @@ def started(tool: str, arguments: list[str], cwd: Path) -> Iterator[tuple[subpro
     """`tool arguments --port P --host 127.0.0.1` in its own process group; its output and URL."""
     port = free_port()
     with tempfile.TemporaryFile("w+") as output:
+        # As in an activated environment: MLflow 1.30 (Python 3.7) starts its server as `gunicorn`.
+        scripts = str(Path(console_script(tool)).parent)
+        env = {**os.environ, "PATH": os.pathsep.join([scripts, os.environ.get("PATH", "")])}
         process = subprocess.Popen(
-            [console_script(tool), *arguments, "--port", str(port), "--host", HOST], cwd=cwd,
+            [console_script(tool), *arguments, "--port", str(port), "--host", HOST], cwd=cwd, env=env,
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
