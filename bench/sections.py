@@ -1,4 +1,4 @@
-"""The five measurements of issue 6, one function each, returning table rows."""
+"""Sections 1-6 of the bench (docs/performance.md), one function each, returning table rows."""
 from __future__ import annotations
 
 from collections.abc import Callable

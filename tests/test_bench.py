@@ -42,8 +42,8 @@ pytestmark = pytest.mark.ascend_stack  # the bench runs on both stacks: CI check
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# The sections test_quick_bench_writes_its_table runs, as docs/performance.md's `--quick` line names them.
-QUICK_SECTIONS = {"throughput": "throughput", "pipeline": "pipeline", "precision": "precision/FLOP/s"}
+# The sections test_quick_bench_writes_its_table runs (CI's smoke run, docs/performance.md).
+QUICK_SECTIONS = ("throughput", "pipeline", "precision")
 STEADY_STEPS = 3  # --steady-steps: one more than --quick's own 2
 
 
@@ -126,16 +126,19 @@ def assert_flops_are_three_forwards_against_the_fma_peak(rows: dict) -> None:
     assert utilisation["value"] == pytest.approx(100 * achieved / int(peak.group(1)), rel=0.01)
 
 
-def test_the_docs_quick_line_names_the_sections_the_quick_test_runs():
-    """docs/performance.md: `python -m bench --quick`, "tests/test_bench.py runs its BiT recipe's
-    throughput, pipeline and precision/FLOP/s sections (XLA rows skipped)"."""
-    text = (ROOT / "docs" / "performance.md").read_text()
-    block = text.split("python -m bench --quick", 1)[1].split("\npython")[0]
-    comment = " ".join(block.replace("#", " ").split())
-    assert "tests/test_bench.py" in comment and "BiT" in comment and "(XLA rows skipped)" in comment
-    listed = comment.split("recipe's ", 1)[1].split(" sections", 1)[0]  # "a, b and c"
-    assert re.split(r", | and ", listed) == list(QUICK_SECTIONS.values())
-    assert not QUICK.xla  # the reason the XLA rows are skipped
+def test_the_docs_quick_command_is_the_one_ci_runs(tmp_path):
+    """docs/performance.md shows CI's smoke run as a command: `--quick`, the BiT recipe and the
+    sections test_quick_bench_writes_its_table runs; --quick measures no XLA (its rows skipped)."""
+    import shlex
+
+    from bench.__main__ import parse_args
+    from tests.test_docs import tool_commands
+
+    quick = [parse_args(shlex.split(command)[3:]) for command in tool_commands()
+             if command.startswith("python -m bench --quick")]
+    assert [(args.recipe, args.sections) for args in quick] == [("bit", list(QUICK_SECTIONS))]
+    assert "xla" not in QUICK_SECTIONS and not QUICK.xla
+    assert xla_skipped(Bench(QUICK, tmp_path)).startswith("skipped: ")  # the note of the XLA rows
 
 
 def test_bench_savedmodel_loads_as_a_tf_hub_layer_and_as_the_plain_scripts_backbone(tmp_path):
@@ -407,8 +410,8 @@ def test_fixed_costs_section_measures_whole_runs(tmp_path):
     main(["--quick", "--recipe", "bit", "--sections", "fixed_costs", "--out", str(out),
           "--json", str(rows_json), "--work-dir", str(tmp_path / "work")])
     stack = f", TF {metadata.version('tensorflow')}"
-    rows = {row["measurement"].removesuffix(stack): row["value"]
-            for row in json.loads(rows_json.read_text())["rows"]}
+    rows = {row["measurement"][: -len(stack)] if row["measurement"].endswith(stack) else row["measurement"]:
+            row["value"] for row in json.loads(rows_json.read_text())["rows"]}
     assert f"| 8 fixed costs | bit | wall / step time{stack} |" in out.read_text()
     assert 0 < rows["pure step time"] < rows["wall, launch to exit"]
     fixed = sum(rows[k] for k in ("start-up: launch to first step", "pauses between epochs, all",

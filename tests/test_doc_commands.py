@@ -25,7 +25,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import metadata, util
+from importlib import util
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,13 +33,13 @@ import pytest
 
 from runner.record.run_folder import read_history, read_metrics
 from runner.record.tracking import HPARAM_METRICS, RUN_FILE, read_overrides
+from runner.versions import metadata  # importlib.metadata, or its backport on Python 3.7
 from tests.conftest import runner_env
-from tests.test_docs import ROOT, doc_text
+from tests.test_docs import DOCS, ROOT, doc_text
 
 pytestmark = pytest.mark.ascend_stack
 
 README = (ROOT / "README.md").read_text()
-README_WORDS = " ".join(README.split())  # for phrases that a line break may cut
 HOST = "127.0.0.1"
 # Seconds a server may take to answer: a guard against a hang, not a speed target (MLflow 2's took
 # 14 s on an idle 2-core machine, and far longer beside another test suite). A server that exits
@@ -58,8 +58,19 @@ TFDS_CLI_NEEDS_BEAM = release("tensorflow-datasets") >= (4, 9) and util.find_spe
 
 # --- The commands, as the docs show them -------------------------------------------------
 
-def tensorboard_logdirs() -> set[str]:
-    return set(re.findall(r"`tensorboard --logdir ([^`]+)`", doc_text()))
+PLACEHOLDER = "<...>"  # a logdir written as `<words>`: the doc's words for a folder it names
+
+
+def tensorboard_logdirs() -> dict[str, set[str]]:
+    """Each doc's `tensorboard --logdir X`, by doc: X as written, or PLACEHOLDER for `<...>`.
+    What a placeholder stands for follows from where it is shown (the sweep folder in
+    docs/sweeps.md, the profiling folder in docs/devices.md), not from its words."""
+    shown: dict[str, set[str]] = {}
+    for path in DOCS:
+        for logdir in re.findall(r"`tensorboard --logdir ([^`]+)`", path.read_text()):
+            logdir = PLACEHOLDER if re.fullmatch(r"<[^<>]+>", logdir) else logdir
+            shown.setdefault(path.relative_to(ROOT).as_posix(), set()).add(logdir)
+    return shown
 
 
 def mlflow_ui_line() -> tuple[list[str], str]:
@@ -91,7 +102,8 @@ def readme_layouts() -> dict[str, tuple[str, list[str]]]:
 
 
 def test_the_docs_show_exactly_the_commands_tested_here():
-    assert tensorboard_logdirs() == {"outputs", "<sweep folder>", "<path>"}
+    assert tensorboard_logdirs() == {
+        "README.md": {"outputs"}, "docs/sweeps.md": {PLACEHOLDER}, "docs/devices.md": {PLACEHOLDER}}
     assert mlflow_ui_line()[0] == ["--backend-store-uri", "sqlite:///outputs/mlflow.db"]
     assert set(tfds_build_commands()) <= set(readme_layouts()) == {"tf_flowers", "cats_vs_dogs"}
     assert tfds_load_calls() <= set(readme_layouts()) and tfds_load_calls()
@@ -287,7 +299,7 @@ def scalars(url: str, run: str, tag: str) -> list[tuple[int, float]]:
 
 
 def test_tensorboard_on_outputs_serves_each_runs_epoch_scalars_and_hparams(readme_sweep):
-    assert "outputs" in tensorboard_logdirs()  # README, What a run leaves behind
+    assert "outputs" in tensorboard_logdirs()["README.md"]  # README, What a run leaves behind
     outputs = readme_sweep / "outputs"
     folders = {job: f"{job.relative_to(outputs).as_posix()}/tensorboard" for job in jobs(readme_sweep)}
     expected = {f"{folder}{part}" for folder in folders.values() for part in ("", "/train", "/validation")}
@@ -311,7 +323,7 @@ def test_tensorboard_on_outputs_serves_each_runs_epoch_scalars_and_hparams(readm
 
 
 def test_tensorboard_on_the_sweep_folder_lists_one_hparams_session_per_job(readme_sweep):
-    assert "<sweep folder>" in tensorboard_logdirs()  # README, Experiment tracking; docs/sweeps.md
+    assert PLACEHOLDER in tensorboard_logdirs()["docs/sweeps.md"]  # the sweep folder
     sessions_expected = {f"{job.name}/tensorboard" for job in jobs(readme_sweep)}
     with tensorboard(str(sweep_folder(readme_sweep)), readme_sweep, sessions_expected) as url:
         groups = post_json(url, "/data/plugin/hparams/session_groups", {
@@ -332,13 +344,13 @@ def test_tensorboard_on_the_sweep_folder_lists_one_hparams_session_per_job(readm
 
 @pytest.mark.slow  # a few profiled training steps
 def test_the_profile_tab_on_a_profiling_folder_needs_tensorboards_profile_plugin(tmp_path):
-    """docs/devices.md: `tensorboard --logdir <path>`, Profile tab. TensorBoard serves the trace of
-    debug=profiling only through the tensorboard-plugin-profile package, which the requirements
-    do not install: without it, its Profile tab is a note saying to install it."""
+    """docs/devices.md: `tensorboard --logdir` on the profiling folder, Profile tab. TensorBoard
+    serves the trace of debug=profiling only through the tensorboard-plugin-profile package, which
+    the requirements do not install: without it, its Profile tab is a note saying to install it."""
     from runner.device.debug import tf_debug_tools
     from tests.test_debug import debug_cfg, fit_a_small_model
 
-    assert "<path>" in tensorboard_logdirs()
+    assert PLACEHOLDER in tensorboard_logdirs()["docs/devices.md"]  # debug.profiling.path
     path = tmp_path / "profiling"
     cfg = debug_cfg(["debug=profiling", f"debug.profiling.path={path}"], tmp_path)
     with tf_debug_tools(cfg, "cpu") as callbacks:
@@ -383,13 +395,10 @@ def test_readmes_tfds_load_call_is_one_tfds_load_takes():
         assert bound.arguments["download"] is True
 
 
-def built_version(name: str) -> str:
-    """The version folder README says `tfds build NAME` writes with the installed TFDS: the
-    table's, unless README names another for this release ("TFDS 4.9.10 registers ...")."""
-    installed = re.escape(".".join(metadata.version("tensorflow-datasets").split(".")[:2]))
-    other = re.search(rf"TFDS {installed}[\d.]* [^.]*?(?:builds|registers) {name} (\d+\.\d+\.\d+)",
-                      README_WORDS)
-    return other.group(1) if other else readme_layouts()[name][0]
+def readme_version_overrides() -> set[str]:
+    """The versions README tells a user to ask for with `dataset.version=X.Y.Z` (for a TFDS that
+    builds a dataset at another version than its table's folder)."""
+    return set(re.findall(r"`dataset\.version=(\d+\.\d+\.\d+)`", README))
 
 
 @pytest.mark.parametrize("name", ["tf_flowers", "cats_vs_dogs"])
@@ -413,8 +422,10 @@ def test_tfds_builds_the_folder_readme_states(name, tmp_path):
             data_dir=builder.data_path, dataset_name=builder.name, split="train",
             filetype_suffix=builder.info.file_format.file_suffix,
         ).sharded_filepaths(num_shards=2)
-    assert str(builder.version) == built_version(name)
-    assert Path(builder.data_path) == tmp_path / "real" / name / built_version(name)
+    # README's table folder, or the version README says to ask for where this TFDS builds another
+    built = str(builder.version)
+    assert built == version or built in readme_version_overrides(), (built, version)
+    assert Path(builder.data_path) == tmp_path / "real" / name / built
     assert sorted(p.name for p in (tmp_path / "metadata").iterdir()) == metadata_files
     assert [fnmatch.fnmatch(Path(shard).name, shard_pattern) for shard in shards] == [True, True]
 

@@ -1,383 +1,172 @@
-"""The performance figures README.md and docs/*.md quote are the ones bench/results.md records.
+"""The performance figures README.md and docs/*.md show are the ones bench/results.md records.
 
 bench/results.md is the record: `python -m bench` (and `python -m bench.stacks`) runs, in dated
-sections of `| Section | Recipe | Measurement | Value | Unit | Note |` rows. The docs copy some of
-those rows and quote figures derived from them (rounded values, ratios of two rows, ranges of the
-per-round ratios a note lists). Checked here, as text (no TensorFlow); a doc may reword around them freely:
-1. a bench row copied into a doc is, verbatim, a row of the results.md section of the same date;
-2. each figure quoted from the bench is listed in QUOTES (doc, the doc's text around it, the rows
-   it comes from and how it is derived), and the derivation gives the figure the doc writes;
+sections of `| Section | Recipe | Measurement | Value | Unit | Note |` rows. bench/figures.py
+names the figures derived from those rows (a value, a number a note writes, a ratio of two rows,
+the range of the per-round values a note lists) and writes docs/performance.md's table of them.
+A doc that quotes a figure in its prose writes the figure's name right after the number, in an
+HTML comment (`0.15x<!-- figure: precision.resizer.mixed_bfloat16 -->`). Checked here, as text (no
+TensorFlow), so a doc may reword around its figures freely:
+1. bench/results.md reads back as `python -m bench` writes its rows, one row per (date, recipe,
+   measurement), and every named figure is derived from rows it holds;
+2. the table between docs/performance.md's markers is the one `python -m bench.figures` writes;
+3. each number a doc marks with a figure's name is that figure, rounded as the figure says;
+4. a bench row copied into a doc is, verbatim, a row of the results.md section of the same date.
 """
 from __future__ import annotations
 
-import functools
 import re
-from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from pathlib import Path
-from typing import Union
 
 import pytest
 
-from bench.report import Row, markdown_table
+from bench import figures
+from bench.figures import (
+    FIGURES,
+    RESULTS,
+    dated_bench_rows,
+    figures_table,
+    misquoted,
+    quoted_figures,
+    read_row,
+    recorded_rows,
+    table_in,
+    with_table,
+    written,
+)
 
 pytestmark = pytest.mark.ascend_stack  # text only: fast on both stacks
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results.md"
 DOCS = ["README.md", *sorted(f"docs/{path.name}" for path in (ROOT / "docs").glob("*.md"))]
-HEADER_LINE, RULE_LINE = markdown_table([]).splitlines()  # how `python -m bench` starts a table
-DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
-NUMBER = r"\d+(?:\.\d+)?"
+PERFORMANCE = "docs/performance.md"
 
 
-def flat(text: str) -> str:
-    """Whitespace as one space: the docs wrap their sentences anywhere."""
-    return " ".join(text.split())
+def doc(name: str) -> str:
+    return (ROOT / name).read_text()
 
 
-# --- bench/results.md, read back -------------------------------------------------------------
-
-Key = tuple[str, str, str]  # (the date of the results.md section, recipe, measurement)
-
-
-def dated_bench_rows(text: str) -> list[tuple[str | None, str]]:
-    """(date, line) for each row of each bench table in a markdown text; the date is the first one
-    the nearest heading above names (None: that heading names none)."""
-    date, in_table, rows = None, False, []
-    for line in text.splitlines():
-        if line.startswith("#"):
-            found = DATE.search(line)
-            date = found.group(0) if found else None
-        if line == HEADER_LINE or (in_table and line == RULE_LINE):
-            in_table = True
-            continue
-        in_table = in_table and line.startswith("|")
-        if in_table:
-            rows.append((date, line))
-    return rows
-
-
-def read_row(line: str) -> Row:
-    """A table line as bench.report writes it, back into its Row."""
-    section, recipe, measurement, value, unit, note = (cell.strip() for cell in line.strip("|").split("|"))
-    row = Row(section, recipe, measurement, None if value == "n/a" else float(value), unit, note)
-    if markdown_table([row]).splitlines()[-1] != line:
-        raise ValueError(f"not a row as `python -m bench` writes it: {line}")
-    return row
-
-
-@functools.cache
-def recorded_rows() -> dict[Key, Row]:
-    rows: dict[Key, Row] = {}
-    for date, line in dated_bench_rows(RESULTS.read_text()):
-        row = read_row(line)
-        key = (date, row.recipe, row.measurement)
-        assert key not in rows, f"bench/results.md: two rows {key}, a quote could not say which"
-        rows[key] = row
-    return rows
-
-
-def recorded(key: Key) -> Row:
-    assert key in recorded_rows(), f"bench/results.md has no row {key}"
-    return recorded_rows()[key]
-
-
-# --- How a quoted figure is derived from the rows ---------------------------------------------
-
-@dataclass(frozen=True)
-class Value:
-    """The row's value."""
-    row: Key
-
-    def of(self) -> Decimal:
-        return Decimal(repr(recorded(self.row).value))
-
-
-@dataclass(frozen=True)
-class Noted:
-    """The number the row's note writes after `label` (`off 21.2`, `steady img/s 65.3`)."""
-    row: Key
-    label: str
-
-    def of(self) -> Decimal:
-        found = re.search(rf"(?<!\w){re.escape(self.label)} ({NUMBER})", recorded(self.row).note)
-        assert found, f"the note of {self.row} writes no number after {self.label!r}"
-        return Decimal(found.group(1))
-
-
-@dataclass(frozen=True)
-class Listed:
-    """One of the per-round (per-turn) values a row's note lists at its end: by position, or the
-    "min" or "max" of them."""
-    row: Key
-    pick: int | str
-
-    def of(self) -> Decimal:
-        found = re.search(rf"((?:{NUMBER}, )+{NUMBER})$", recorded(self.row).note)
-        assert found, f"the note of {self.row} ends in no list of values"
-        values = [Decimal(value) for value in found.group(1).split(", ")]
-        if isinstance(self.pick, str):
-            return {"min": min, "max": max}[self.pick](values)
-        return values[self.pick]
-
-
-@dataclass(frozen=True)
-class Ratio:
-    numerator: Derivation
-    denominator: Derivation
-
-    def of(self) -> Decimal:
-        return self.numerator.of() / self.denominator.of()
-
-
-@dataclass(frozen=True)
-class Difference:
-    minuend: Derivation
-    subtrahend: Derivation
-
-    def of(self) -> Decimal:
-        return self.minuend.of() - self.subtrahend.of()
-
-
-@dataclass(frozen=True)
-class Slower:
-    """How much slower a ratio is than 1, in %: 100 x (1 - ratio)."""
-    ratio: Derivation
-
-    def of(self) -> Decimal:
-        return 100 * (1 - self.ratio.of())
-
-
-Derivation = Union[Value, Noted, Listed, Ratio, Difference, Slower]
-
-
-def written(value: Decimal, decimals: int) -> str:
-    """The value rounded to `decimals` places (-2: to hundreds), half to even as Python's round(),
-    written as the docs write it (`0.20`, `21.0`, `300`)."""
-    return f"{value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN):f}"
-
-
-# --- The quoted figures ------------------------------------------------------------------------
-
-Figure = tuple[Derivation, int]  # how a figure is derived, and to how many decimal places
-
-
-@dataclass(frozen=True)
-class Quote:
-    doc: str  # the file, from the repository root
-    text: str  # the doc's words around the figures (wrapping as one space), each figure a {}
-    figures: tuple[Figure, ...]  # one for each {}
-
-
-def quote(doc: str, text: str, *figures: Figure) -> Quote:
-    return Quote(doc, text, figures)
-
-
-STACKS = "2026-11-26"  # python -m bench.stacks: the runner on Keras 2, both stacks, shared machine
-FULL = "2026-11-23"  # python -m bench --full (two sections): the runner on Keras 3, TF 2.21
-RECIPES = ("resizer", "bit")
-
-
-def stacks(recipe: str, measurement: str) -> Key:
-    return (STACKS, recipe, measurement)
-
-
-def full(recipe: str, measurement: str) -> Key:
-    return (FULL, recipe, measurement)
-
-
-def ratio_with_its_rounds(key: Key, decimals: int = 2) -> list[Figure]:
-    """`1.09x (rounds 1.16, 0.94, 1.09)`: the value, then the three values its note lists."""
-    return [(Value(key), decimals), *((Listed(key, i), decimals) for i in range(3))]
-
-
-def ratio_with_its_range(key: Key, decimals: int = 2) -> list[Figure]:
-    """`1.03x (rounds 0.89-1.24)`: the value, then the lowest and highest its note lists."""
-    return [(Value(key), decimals), (Listed(key, "min"), decimals), (Listed(key, "max"), decimals)]
-
-
-PERFORMANCE, DEVICES = "docs/performance.md", "docs/devices.md"
-ON_EACH_STACK = {  # runner / plain, measured side by side on each stack
-    (stack, recipe): stacks(recipe, f"TF {tf}: runner / plain")
-    for stack, tf in (("default", "2.21.0"), ("ascend", "2.6.5")) for recipe in RECIPES
-}
-ACROSS_STACKS = {  # TF 2.6.5 / TF 2.21 throughput, per turn of adjacent processes
-    (side, recipe): stacks(recipe, f"{measured}: TF 2.6.5 / TF 2.21.0")
-    for side, measured in (("runner", "runner train(cfg)"), ("plain", "plain keras-io script"))
-    for recipe in RECIPES
-}
-RUNNER_IMAGES = {(recipe, tf): stacks(recipe, f"TF {tf}: runner train(cfg)")
-                 for recipe in RECIPES for tf in ("2.21.0", "2.6.5")}
-RUNNER_PLAIN = {recipe: full(recipe, "runner / plain") for recipe in RECIPES}
-HEADROOM = {recipe: full(recipe, "1st pass / model") for recipe in RECIPES}
-FLOAT32 = {recipe: full(recipe, "float32") for recipe in RECIPES}
-UTILISATION = {recipe: full(recipe, "utilisation of FP32 peak") for recipe in RECIPES}
-XLA_AB = full("resizer", "XLA on / off")
-XLA_FIRST_STEP = full("resizer", "first step, XLA on - off")
-JIT_WHOLE_RUN = full("resizer", "jit_compile=true: speed-up")
-INTRA_OP = full("resizer", "threads.intra_op=1: speed-up")
-INTER_OP = full("resizer", "threads.inter_op=1: speed-up")
-CFG_JOB = full("-", "python -m runner --cfg job")
-FIRST_STEP = full("resizer", "python -m runner -> first step done")
-
-
-def over_float32(recipe: str, variant: str) -> Derivation:
-    return Ratio(Value(full(recipe, variant)), Value(FLOAT32[recipe]))
-
-
-def float32_over(variant: str) -> Derivation:
-    """How many times slower than float32 a variant of the resizer runs."""
-    return Ratio(Value(FLOAT32["resizer"]), Value(full("resizer", variant)))
-
-
-def step_seconds(recipe: str) -> Derivation:
-    """Seconds per float32 step: the batch over img/s (section 3)."""
-    return Ratio(Noted(FLOAT32[recipe], "batch"), Value(FLOAT32[recipe]))
-
-
-def cache_gain(recipe: str) -> Derivation:
-    cached, decoding = "pipeline, cached pass", "pipeline, 1st pass (decodes)"
-    return Ratio(Value(full(recipe, cached)), Value(full(recipe, decoding)))
-
-
-def noted_img_s(switch: str) -> Derivation:
-    return Noted(full("resizer", f"{switch}: wall"), "img/s")
-
-
-XLA_OFF_STEP = Ratio(Noted(XLA_AB, "batch"), Noted(XLA_AB, "off"))  # seconds per step without XLA
-XLA_ON_STEP = Ratio(XLA_OFF_STEP, Value(XLA_AB))  # with XLA: faster by the paired rounds' ratio
-XLA_BREAK_EVEN = Ratio(Value(XLA_FIRST_STEP), Difference(XLA_OFF_STEP, XLA_ON_STEP))  # steps
-BIT_RUNNER_ROUNDS = stacks("bit", "TF 2.21.0: runner train(cfg)")  # results.md's widest spread
-
-QUOTES = [
-    # docs/devices.md, Precision
-    quote(DEVICES, "{} img/s under `mixed_bfloat16` and {} img/s under `mixed_float16` against {} img/s "
-          "in float32 ({}x and {}x slower",
-          (Value(full("resizer", "mixed_bfloat16")), 2), (Value(full("resizer", "mixed_float16")), 2),
-          (Value(FLOAT32["resizer"]), 1),
-          (float32_over("mixed_bfloat16"), 1), (float32_over("mixed_float16"), 1)),
-    # docs/performance.md, both stacks (2026-11-26)
-    quote(PERFORMANCE, "so single rounds' img/s move by up to {}x",
-          (Ratio(Listed(BIT_RUNNER_ROUNDS, "max"), Listed(BIT_RUNNER_ROUNDS, "min")), 0)),
-    quote(PERFORMANCE, "plain Keras 3 | {}x (rounds {}-{}) | {}x ({}-{}) |",
-          *ratio_with_its_range(ON_EACH_STACK["default", "resizer"]),
-          *ratio_with_its_range(ON_EACH_STACK["default", "bit"])),
-    quote(PERFORMANCE, "tf.keras 2.6 on both sides | {}x ({}-{}) | {}x ({}-{}) |",
-          *ratio_with_its_range(ON_EACH_STACK["ascend", "resizer"]),
-          *ratio_with_its_range(ON_EACH_STACK["ascend", "bit"])),
-    quote(PERFORMANCE, "| runner img/s, TF 2.21 / TF 2.6.5 | {} / {} | {} / {} |",
-          *((Value(key), 1) for key in RUNNER_IMAGES.values())),
-    quote(PERFORMANCE, "| runner, TF 2.6.5 / TF 2.21 (per turn) | {}x ({}, {}, {}) | {}x ({}, {}, {}) |",
-          *ratio_with_its_rounds(ACROSS_STACKS["runner", "resizer"]),
-          *ratio_with_its_rounds(ACROSS_STACKS["runner", "bit"])),
-    quote(PERFORMANCE, "| plain script, TF 2.6.5 (tf.keras 2.6) / TF 2.21 (Keras 3) | {}x ({}, {}, {}) "
-          "| {}x ({}, {}, {}) |", *ratio_with_its_rounds(ACROSS_STACKS["plain", "resizer"]),
-          *ratio_with_its_rounds(ACROSS_STACKS["plain", "bit"])),
-    quote(PERFORMANCE, "as the Keras 3 runner did on 2026-11-23 ({}x, {}x at the full sizes",
-          *((Value(RUNNER_PLAIN[recipe]), 2) for recipe in RECIPES)),
-    quote(PERFORMANCE, "runs the runner about {}% (resizer) to {}% (BiT) slower than TF 2.21",
-          *((Slower(Value(ACROSS_STACKS["runner", recipe])), 0) for recipe in RECIPES)),
-    quote(PERFORMANCE, "given the spread ({}-{} per turn) what holds is \"not faster, likely 5-{}% slower\"",
-          (Listed(ACROSS_STACKS["runner", "bit"], "min"), 2),
-          (Listed(ACROSS_STACKS["runner", "resizer"], "max"), 2),
-          (Slower(Value(ACROSS_STACKS["runner", "bit"])), 0)),
-    # docs/performance.md, after the 2026-11-23 tables
-    quote(PERFORMANCE, "the medians of each side's img/s (off {}, on {}: not faster); from the paired "
-          "rounds' median ratio ({}) it is {} s / ({} s - {} s per step) = about {} steps",
-          (Noted(XLA_AB, "off"), 1), (Noted(XLA_AB, "on"), 1), (Value(XLA_AB), 2), (Value(XLA_FIRST_STEP), 0),
-          (XLA_OFF_STEP, 2), (XLA_ON_STEP, 2), (XLA_BREAK_EVEN, -2)),
-    quote(PERFORMANCE, "never earns it back, as section 6 shows: {}x.", (Value(JIT_WHOLE_RUN), 2)),
-    # docs/performance.md, What is the default, and why
-    quote(PERFORMANCE, "the cached pass delivers {}x (resizer) and {}x (BiT) the decoding pass",
-          *((cache_gain(recipe), 1) for recipe in RECIPES)),
-    quote(PERFORMANCE, "the decoding pass alone delivers {}x (resizer, 300 px) and {}x (BiT, 224 px crop)",
-          *((Value(HEADROOM[recipe]), 0) for recipe in RECIPES)),
-    quote(PERFORMANCE, "resizer: `mixed_bfloat16` {}x and `mixed_float16` {}x float32 (no bf16/fp16 "
-          "hardware). BiT's {}-{}x is noise",
-          (over_float32("resizer", "mixed_bfloat16"), 2), (over_float32("resizer", "mixed_float16"), 2),
-          (over_float32("bit", "mixed_float16"), 2), (over_float32("bit", "mixed_bfloat16"), 2)),
-    quote(PERFORMANCE, "resizer: {}x per step in paired rounds ({}-{}), but {} s more before the first "
-          "step; over whole quickstart runs {}x (XLA's DenseNet at 32 px steps at {} img/s against {}). "
-          "BiT with a SavedModel backbone: {}x.",
-          *ratio_with_its_range(XLA_AB), (Value(XLA_FIRST_STEP), 0), (Value(JIT_WHOLE_RUN), 2),
-          (noted_img_s("jit_compile=true"), 0), (noted_img_s("defaults"), 0),
-          (over_float32("bit", "float32 + XLA"), 2)),
-    quote(PERFORMANCE, "| {}x (resizer) and {}x (BiT, within noise) in single runs: at {}-{} s per step "
-          "(batch {})", *((over_float32(recipe, "float32, steps_per_execution=4"), 2) for recipe in RECIPES),
-          *((step_seconds(recipe), 1) for recipe in RECIPES), (Noted(FLOAT32["resizer"], "batch"), 0)),
-    quote(PERFORMANCE, "whole runs: `intra_op=1` {}x, `inter_op=1` {}x the defaults' wall time",
-          (Value(INTRA_OP), 2), (Value(INTER_OP), 2)),
-    quote(PERFORMANCE, "{}x on the resizer recipe (rounds {}, {}, {}) and {}x on BiT ({}, {}, {}).",
-          *ratio_with_its_rounds(RUNNER_PLAIN["resizer"]), *ratio_with_its_rounds(RUNNER_PLAIN["bit"])),
-    quote(PERFORMANCE, "Model FLOP/s reach {}% (resizer) and {}% (BiT",
-          *((Value(UTILISATION[recipe]), 0) for recipe in RECIPES)),
-    quote(PERFORMANCE, "`--cfg job` took {} s (no TensorFlow import;", (Value(CFG_JOB), 2)),
-    quote(PERFORMANCE, "the quickstart took about {} s ({} s), of which {} s was `import tensorflow`",
-          (Value(FIRST_STEP), 0), (Value(FIRST_STEP), 1),
-          (Value(full("-", "python -c 'import tensorflow'")), 1)),
-]
-
-def pattern(text: str) -> re.Pattern:
-    """The doc's text with a number where each {} is."""
-    return re.compile(f"({NUMBER})".join(re.escape(piece) for piece in flat(text).split("{}")))
-
-
-def misquoted(entry: Quote, doc_text: str) -> list[str]:
-    """What is wrong with the quote in this doc text: the text gone, or a figure its rows do not give."""
-    found = list(pattern(entry.text).finditer(flat(doc_text)))
-    if not found:
-        return [f"{entry.doc} no longer says {entry.text!r}: update QUOTES with the doc"]
-    wanted = [written(derivation.of(), digits) for derivation, digits in entry.figures]
-    return [
-        f"{entry.doc} quotes {got} where {derivation} gives {want} ({entry.text!r})"
-        for match in found
-        for got, want, (derivation, _) in zip(match.groups(), wanted, entry.figures)
-        if got != want
-    ]
-
-
-# --- The tests ---------------------------------------------------------------------------------
-
-def doc_bench_rows() -> list[tuple[str, str | None, str]]:
-    return [(doc, date, line) for doc in DOCS for date, line in dated_bench_rows((ROOT / doc).read_text())]
-
+# --- 1. The record ----------------------------------------------------------------------------
 
 def test_results_md_reads_back_as_the_bench_wrote_it():
-    """Every row parses, and round-trips through bench.report, in its dated section (the ones the
-    docs quote among them)."""
-    dates = [date for date, _, _ in recorded_rows()]
-    assert {FULL, STACKS} <= set(dates) and len(dates) > 50
+    """Every row parses and round-trips through bench.report, one per (date, recipe, measurement),
+    the dated sections the figures come from among them."""
+    rows = recorded_rows(RESULTS.read_text())
+    assert len(rows) > 50 and all(date for date, _, _ in rows)
+    assert {key[0] for figure in FIGURES.values() for key in keys_of(figure.derivation)} <= {
+        date for date, _, _ in rows}
 
 
-@pytest.mark.parametrize(("doc", "date", "line"), doc_bench_rows(),
-                         ids=lambda value: flat(str(value))[:60])
-def test_a_bench_row_in_the_docs_is_recorded_under_its_date(doc, date, line):
-    assert date, f"{doc}: a bench row under a heading that names no date: {line}"
-    recorded_lines = [row for row_date, row in dated_bench_rows(RESULTS.read_text()) if row_date == date]
-    assert line in recorded_lines, f"{doc}: not in bench/results.md's {date} section: {line}"
+def keys_of(derivation) -> list:
+    """The rows a derivation reads."""
+    if hasattr(derivation, "row"):
+        return [derivation.row]
+    return [key for part in vars(derivation).values() for key in keys_of(part)]
 
 
-def test_the_row_check_sees_the_tables_performance_md_copies():
-    """The rows test above is parametrized by what dated_bench_rows finds: it must find them."""
-    assert {(doc, date) for doc, date, _ in doc_bench_rows()} == {(PERFORMANCE, FULL)}
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_every_figure_is_derived_from_recorded_rows(name):
+    text = FIGURES[name].written()
+    assert re.fullmatch(r"-?\d+(\.\d+)?", text), text
 
 
-@pytest.mark.parametrize("entry", QUOTES, ids=lambda entry: f"{entry.doc}:{flat(entry.text)[:50]}")
-def test_a_quoted_figure_is_the_one_its_rows_give(entry):
-    assert entry.text.count("{}") == len(entry.figures), "one derivation per {}"
-    assert misquoted(entry, (ROOT / entry.doc).read_text()) == []
+def test_two_rows_of_one_key_are_refused():
+    """A figure names its row by date, recipe and measurement: a second row of the same key
+    would leave it ambiguous."""
+    text = RESULTS.read_text()
+    date, line = next((date, line) for date, line in dated_bench_rows(text) if date)
+    with pytest.raises(ValueError, match="two rows"):
+        recorded_rows(text.replace(line, f"{line}\n{line}", 1))
 
 
-# --- The checks themselves can fail ------------------------------------------------------------
+# --- 2. The table in docs/performance.md ------------------------------------------------------
 
-def test_a_changed_figure_is_reported():
-    entry = QUOTES[0]
-    text = (ROOT / entry.doc).read_text()
-    found = pattern(entry.text).search(flat(text))
-    first = found.group(1)
-    changed = flat(text).replace(found.group(0), found.group(0).replace(first, first + "1", 1))
-    assert misquoted(entry, changed) and "quotes" in misquoted(entry, changed)[0]
+def stale_table_lines(text: str) -> list:
+    """The lines of a doc's figures table that are not the generated table's, and the generated
+    lines it lacks."""
+    shown, generated = table_in(text).splitlines(), figures_table().splitlines()
+    stale = [line for line in shown if line not in generated]
+    stale += [line for line in generated if line not in shown]
+    reordered = shown != generated and sorted(shown) == sorted(generated)
+    return stale + (["(the rows in another order)"] if reordered else [])
+
+
+def test_the_figures_table_in_performance_md_is_the_generated_one():
+    assert stale_table_lines(doc(PERFORMANCE)) == [], (
+        "docs/performance.md's figures table is not bench/results.md's: `python -m bench.figures --write`")
+
+
+def test_a_changed_figure_in_the_table_is_caught():
+    text = doc(PERFORMANCE)
+    cell = re.search(r"\| (\d+\.\d+)x", table_in(text)).group(0)  # the table's first figure
+    changed = text.replace(cell, cell.replace("x", "1x"), 1)
+    assert len(stale_table_lines(changed)) == 2  # the doc's line, and the line it should be
+
+
+def test_two_swapped_rows_of_the_table_are_caught():
+    text = doc(PERFORMANCE)
+    lines = table_in(text).splitlines()
+    swapped = text.replace(f"{lines[2]}\n{lines[3]}", f"{lines[3]}\n{lines[2]}", 1)
+    assert swapped != text and stale_table_lines(swapped) == ["(the rows in another order)"]
+
+
+def test_a_changed_row_in_results_md_changes_the_table():
+    """A new measurement changes the figures derived from it: the doc's table then fails the check
+    above until it is regenerated."""
+    text = RESULTS.read_text()
+    key = keys_of(FIGURES["throughput.tf221.resizer"].derivation)[0]
+    (line,) = [line for date, line in dated_bench_rows(text)
+               if (date, read_row(line).recipe, read_row(line).measurement) == key]
+    value = line.split(" | ")[3]
+    changed = text.replace(line, line.replace(f" | {value} | ", f" | {float(value) * 2:.3g} | ", 1), 1)
+    assert figures_table(recorded_rows(changed)) != figures_table()
+
+
+def test_writing_the_table_replaces_only_the_table():
+    text = doc(PERFORMANCE)
+    assert with_table(text, figures_table()) == text.replace(table_in(text), figures_table())
+    assert with_table(text, "| new |").count("| new |") == 1
+    assert table_in(with_table(text, "| new |")) == "| new |"
+
+
+# --- 3. Figures quoted in the docs' prose -----------------------------------------------------
+
+@pytest.mark.parametrize("name", DOCS)
+def test_a_quoted_figure_is_the_one_its_rows_give(name):
+    assert misquoted(doc(name)) == []
+
+
+def test_the_docs_mark_the_figures_they_quote():
+    """The check above sees the quoted figures: the defaults' evidence in docs/performance.md and the
+    precision figures of docs/devices.md."""
+    marked = {name: quoted_figures(doc(name)) for name in DOCS}
+    assert len(marked[PERFORMANCE]) >= 10 and marked["docs/devices.md"]
+    assert all(number for quotes in marked.values() for _, number in quotes)
+
+
+def test_a_changed_quoted_figure_is_caught():
+    text = doc("docs/devices.md")
+    marker = re.search(r"(\d+(?:\.\d+)?)([^\d<>|]{0,12}?)(<!-- figure: [\w.]+ -->)", text)
+    changed = text.replace(marker.group(0), f"{marker.group(1)}1{marker.group(2)}{marker.group(3)}", 1)
+    (wrong,) = misquoted(changed)
+    assert "the doc says " + marker.group(1) + "1" in wrong
+
+
+@pytest.mark.parametrize(("text", "wrong"), [
+    ("about 5<!-- figure: no.such.figure -->", "no figure no.such.figure"),
+    ("faster <!-- figure: {name} --> than", "no number right before its marker"),
+    ("at 12 img/s and in the end a long sentence<!-- figure: {name} -->", "no number right before"),
+])
+def test_a_marker_without_its_figure_is_caught(text, wrong):
+    (found,) = misquoted(text.format(name=sorted(FIGURES)[0]))
+    assert wrong in found
+
+
+def test_a_number_is_read_with_its_unit_between_it_and_the_marker():
+    text = "at 23.1 img/s<!-- figure: a.b -->, 0.15x<!-- figure: c --> or 1.5 s<!-- figure: d -->"
+    assert quoted_figures(text) == [("a.b", "23.1"), ("c", "0.15"), ("d", "1.5")]
+    assert quoted_figures("(0.89-1.24<!-- figure: e -->)") == [("e", "1.24")]
 
 
 @pytest.mark.parametrize(("value", "decimals", "text"), [
@@ -385,3 +174,25 @@ def test_a_changed_figure_is_reported():
 ])
 def test_figures_are_rounded_as_the_docs_write_them(value, decimals, text):
     assert written(Decimal(value), decimals) == text
+
+
+# --- 4. Bench rows copied into a doc ----------------------------------------------------------
+
+def unrecorded_rows(text: str) -> list:
+    """The bench rows of a doc that are not rows of bench/results.md's section of their date."""
+    recorded = set(dated_bench_rows(RESULTS.read_text()))
+    return [(date, line) for date, line in dated_bench_rows(text) if (date, line) not in recorded]
+
+
+@pytest.mark.parametrize("name", DOCS)
+def test_a_bench_row_in_the_docs_is_recorded_under_its_date(name):
+    assert unrecorded_rows(doc(name)) == []
+
+
+def test_the_row_check_catches_a_changed_copy():
+    date, line = next((date, line) for date, line in dated_bench_rows(RESULTS.read_text()) if date)
+    copied = f"## {date}\n\n{figures.HEADER_LINE}\n{figures.RULE_LINE}\n{line}\n"
+    assert dated_bench_rows(copied) == [(date, line)] and unrecorded_rows(copied) == []
+    value = line.split(" | ")[3]
+    changed = copied.replace(f" | {value} | ", f" | {value}1 | ", 1)
+    assert unrecorded_rows(changed) and unrecorded_rows(copied.replace(date, "2000-01-01"))

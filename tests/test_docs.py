@@ -1,6 +1,6 @@
 """What README.md and docs/*.md state that a machine can check: every repository file they name
 exists, every `python -m runner ...` command they show composes, every command of the other tools
-(`python -m runner.evaluate/predict/export/summarize`, `python -m bench[.stacks]`) parses with
+(`python -m runner.evaluate/predict/export/summarize`, `python -m bench[.stacks/.figures]`) parses with
 that tool's own parser, and the defaults they state are the composed config's. (Measured figures
 are marked with their date in the docs.)"""
 from __future__ import annotations
@@ -148,6 +148,10 @@ def check_tool_command(command: str) -> None:
         if arguments:
             _, bench_arguments = parse_args(arguments)  # what follows `--` goes to every bench
             bench_parse_args(bench_arguments)
+    elif tool == "bench.figures":
+        from bench.figures import parse_args
+
+        parse_args(arguments)  # argparse: exit 2 on an unknown flag
     elif tool == "bench.timeline":
         from bench.timeline import main  # noqa: F401  (its arguments are python -m runner's)
 
@@ -169,6 +173,7 @@ def test_every_tool_command_in_the_docs_parses(command):
     "python -m runner.summarize --all DIR",
     "python -m bench --sections throughputs",
     "python -m bench.stacks --python p --out o -- --quik",
+    "python -m bench.figures --wirte",
     "python -m runner.plot run=R",
 ])
 def test_the_tool_check_refuses_a_wrong_command(command):
