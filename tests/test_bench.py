@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from bench.sizes import DEFAULT, FULL, QUICK
 from bench.stacks import compare, turn_order
 from bench.startup import first_step_logged
 from runner.keras2 import TF_VERSION, keras
+from runner.versions import installed_tensorflow
 from tests.conftest import ON_ASCEND_STACK, compose_config, runner_env
 
 pytestmark = pytest.mark.ascend_stack  # the bench runs on both stacks: CI checks it on both
@@ -409,7 +409,7 @@ def test_fixed_costs_section_measures_whole_runs(tmp_path):
     out, rows_json = tmp_path / "results.md", tmp_path / "rows.json"
     main(["--quick", "--recipe", "bit", "--sections", "fixed_costs", "--out", str(out),
           "--json", str(rows_json), "--work-dir", str(tmp_path / "work")])
-    stack = f", TF {metadata.version('tensorflow')}"
+    stack = f", TF {installed_tensorflow()[1]}"
     rows = {row["measurement"][: -len(stack)] if row["measurement"].endswith(stack) else row["measurement"]:
             row["value"] for row in json.loads(rows_json.read_text())["rows"]}
     assert f"| 8 fixed costs | bit | wall / step time{stack} |" in out.read_text()
