@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from hydra_plugins.device_pool_launcher.record import append_record
+from runner.record.sweep_summary import job_devices
 from tests.conftest import runner_env
 
 JOBS = [  # (overrides, status.json, metrics.json or None, history epochs)
@@ -115,3 +117,14 @@ def test_the_best_job_follows_the_optimized_metric_and_its_direction(tmp_path, m
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "summary.csv") as f:
         assert [row["overrides"] for row in csv.DictReader(f) if row["best"]] == [best]
+
+
+def test_each_job_gets_the_device_its_last_attempt_ran_on(tmp_path):
+    """The summary's device column, from the device pool's record: a job run again later (a re-run
+    sweep) shows its last device; the sweep's own lines (no run_dir) name no job."""
+    append_record(tmp_path, {"event": "pool", "devices": ["cpu:0", "cpu:1"]})
+    append_record(tmp_path, {"run_dir": "0", "device": "cpu:0"})
+    append_record(tmp_path, {"run_dir": "1", "device": "cpu:1"})
+    append_record(tmp_path, {"run_dir": "0", "device": "cpu:1"})
+    assert job_devices(tmp_path) == {"0": "cpu:1", "1": "cpu:1"}
+    assert job_devices(tmp_path / "a basic launcher's sweep") == {}

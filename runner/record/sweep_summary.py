@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import math
 import sys
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.device_pool_launcher.record import RECORD_FILE as DEVICE_RECORD  # jobs' devices
+from hydra_plugins.device_pool_launcher.record import read_records  # jobs' devices
 from runner.config.schema import direction
 from runner.record.run_folder import (
     CONFIG_FILE,
@@ -129,16 +128,7 @@ def best_job(jobs: Sequence[JobResult], metric: str) -> JobResult | None:
 def job_devices(sweep_dir: Path) -> dict[str, str]:
     """Job folder (relative to the sweep's) -> the device its last attempt ran on, for a sweep
     run with hydra/launcher=device_pool; empty for any other launcher."""
-    path = sweep_dir / DEVICE_RECORD
-    devices: dict[str, str] = {}
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            record = json.loads(line)
-        except ValueError:  # a line cut short by a kill
-            continue
-        if "run_dir" in record:
-            devices[record["run_dir"]] = record["device"]
-    return devices
+    return {record["run_dir"]: record["device"] for record in read_records(sweep_dir) if "run_dir" in record}
 
 
 def summary_rows(jobs: Sequence[JobResult], sweep_dir: Path) -> list[dict[str, Any]]:
