@@ -10,13 +10,16 @@ import numpy as np
 import tensorflow as tf
 
 from data.checks import list_image_folder
+from data.decode_check import check_images_decode
 
 
 def load_image_folder_splits(
-    path: str, val_fraction: float, seed: int
+    path: str, val_fraction: float, seed: int, checked_images_cache: str | None = None
 ) -> tuple[tf.data.Dataset, tf.data.Dataset, list[str]]:
-    """(encoded image bytes, label) pairs, split per class so every class is in both splits."""
+    """(encoded image bytes, label) pairs, split per class so every class is in both splits.
+    Every image is decoded first (data/decode_check.py), so that a bad one fails here, named."""
     class_names, files = list_image_folder(path)
+    check_images_decode([f for f, _ in files], path, checked_images_cache)
     rng = np.random.default_rng(seed)
     train, val = [], []
     for label in range(len(class_names)):

@@ -28,10 +28,16 @@ class PipelineSpec:
     deterministic: bool = False
 
 
+def decode(encoded: tf.Tensor) -> tf.Tensor:
+    """JPEG/PNG/GIF/BMP bytes -> uint8 RGB [height, width, 3] (a GIF's first frame). The check
+    before training (data/decode_check.py) decodes with this too, so what passes it trains."""
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
 def decode_and_resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
     """Encoded bytes or a pixel array -> float32 RGB [image_size, image_size, 3] in [0, 255]."""
     if image.dtype == tf.string:
-        image = tf.io.decode_image(image, channels=3, expand_animations=False)
+        image = decode(image)
     if image.shape[-1] == 1:
         image = tf.image.grayscale_to_rgb(image)
     image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size))

@@ -276,6 +276,7 @@ class ImageFolderDataset(DigitsDataset):
     """conf/dataset/image_folder.yaml."""
 
     path: str = MISSING
+    checked_images_cache: Optional[str] = MISSING  # data/decode_check.py; null: decode every run
 
 
 # Named in the model and dataset files' defaults lists (`- /bit_model_schema@model`).

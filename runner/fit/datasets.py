@@ -61,7 +61,9 @@ def _load_splits(dataset_cfg: Any, seed: int):
     if dataset_cfg.source == "image_folder":
         from data.image_folder import load_image_folder_splits
 
-        return load_image_folder_splits(dataset_cfg.path, dataset_cfg.val_fraction, seed)
+        return load_image_folder_splits(
+            dataset_cfg.path, dataset_cfg.val_fraction, seed, dataset_cfg.checked_images_cache
+        )
     raise ConfigError(
         f"dataset.source={dataset_cfg.source!r} is not one of digits, tfds, image_folder."
     )
