@@ -151,7 +151,10 @@ def _check_model(model_cfg: DictConfig, image_size: int) -> None:
     crop = model_cfg.get("crop_size")
     if crop is not None and not 0 < crop <= image_size:
         raise ConfigError(
-            f"model.crop_size={crop} must be positive and at most dataset.image_size={image_size}."
+            f"model.crop_size={crop} must be positive and at most dataset.image_size={image_size}: "
+            "training crops the resized image. Set model.crop_size at most "
+            f"{image_size} (null: no crop), or raise dataset.image_size (e.g. dataset.image_size="
+            f"{max(crop, 1) * 8 // 7})."
         )
     if model_cfg.name in DENSENET_FAMILY and crop is not None and crop != image_size:
         # models/resizer.py builds its input at dataset.image_size, which validation reads uncropped.

@@ -354,12 +354,13 @@ def test_the_experiments_are_global_overlays():
 
 
 # A span may set keys that exist only under another choice (model.backbone under model=bit).
-CONTEXTS = ([], ["model=bit"], ["logger=mlflow"])
+CONTEXTS = ([], ["model=bit"], ["logger=mlflow"], ["dataset=image_folder"])
 
 
 def test_the_keys_the_readme_names_are_the_configs():
     """Every `key` or `group.key` README names whose first part is a top-level key of the config
-    is a key of the config (under the default choices, or model=bit / logger=mlflow)."""
+    is a key of the config (under the default choices, or model=bit / logger=mlflow /
+    dataset=image_folder)."""
     from omegaconf import OmegaConf
 
     configs = [compose_config(context) for context in CONTEXTS]
@@ -411,6 +412,21 @@ def test_every_override_the_readme_shows_inline_composes(span):
         except Exception as error:  # noqa: BLE001 - Hydra's error for a key or value it refuses
             errors.append(f"{context}: {error}")
     raise AssertionError("\n".join(errors))
+
+
+@pytest.mark.parametrize("span", inline_overrides())
+def test_every_model_and_data_the_readme_pairs_inline_fit_each_other(span):
+    """Composing is not enough: `model=bit dataset=digits` composed, then failed the preflight's
+    check that BiT's crop fits the images (crop_size=224, digits at 64 px)."""
+    from runner.preflight import _check_model
+
+    for context in CONTEXTS:
+        try:
+            cfg = compose_config([*context, *first_job(shlex.split(span))])
+        except Exception:  # noqa: BLE001 - composes in another context (the test above)
+            continue
+        _check_model(cfg.model, cfg.dataset.image_size)
+        return
 
 
 def test_every_module_gets_keras_from_runner_keras2():
