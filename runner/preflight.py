@@ -5,6 +5,7 @@ whose rules it applies; train() runs it first.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,13 +15,18 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from runner.config.keys import did_you_mean
+from runner.config.npu_option_tree import check_npu_options
 from runner.config.precision_modes import PRECISION_MODES
 from runner.device.workers import current_worker
 from runner.errors import ConfigError
 from runner.fit.network import DENSENET_FAMILY, MODEL_NAMES, resizer_target_size
 from runner.versions import ASCEND_STACK, installed_tensorflow
 
+log = logging.getLogger(__name__)
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# The one mapping whose keys a user adds (`+device.npu_options.deterministic=1`).
+OPEN_MAPPING = "device.npu_options"
 
 # npu_device's aoe_config.aoe_mode values.
 AOE_MODES = {"1": "subgraph tuning", "2": "operator tuning", "4": "gradient split tuning"}
@@ -116,6 +122,8 @@ def _check_added_keys(task_overrides: Sequence[str], cfg: DictConfig) -> None:
         key = override.key_or_group
         if not override.is_add() or key.startswith("hydra") or (CONF_DIR / key).is_dir():
             continue
+        if key.startswith(f"{OPEN_MAPPING}."):  # its keys are checked as the adapter checks them
+            continue
         parent = key.rpartition(".")[0]
         siblings = list(OmegaConf.select(cfg, parent) if parent else cfg)
         raise ConfigError(
@@ -203,7 +211,17 @@ def _check_device(device_cfg: DictConfig) -> None:
             "device.multi_worker=true is TensorFlow's multi-worker strategy (GPU/CPU). On the NPU "
             "use device.num_devices=N with RANK_SIZE, RANK_ID and RANK_TABLE_FILE in each process."
         )
+    _check_npu_options(device_cfg)
     current_worker(device_cfg)  # a missing or bad RANK_* / TF_CONFIG variable fails here
+
+
+def _check_npu_options(device_cfg: DictConfig) -> None:
+    """device.npu_options: the NPU's only, and what the adapter would refuse, refused now."""
+    options = OmegaConf.to_container(device_cfg.npu_options, resolve=True)
+    check_npu_options(options)
+    if options and device_cfg.type != "npu":  # a sweep over devices may share them: not an error
+        log.warning("device.npu_options (%s) are CANN's TF adapter options, read on the NPU only: "
+                    "device=%s runs without them", ", ".join(options), device_cfg.type)
 
 
 def _check_npu_loop(steps_per_execution: int, steps_per_epoch: int | None) -> None:

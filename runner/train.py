@@ -51,6 +51,7 @@ class Run:
     cfg: DictConfig  # from _load_data on, the effective config (BiT-HyperRule's, when chosen)
     folder: RunFolder
     tracker: NoTracker
+    sweep_dir: str | None = None  # a multirun job's sweep folder (train)
     strategy: tf.distribute.Strategy | None = None  # _set_up_device
     policy: str = ""  # _set_up_device: the Keras dtype policy
     splits: Splits | None = None  # _load_data
@@ -79,10 +80,17 @@ def train(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> dict[str, Any
         is_chief = folder.path == Path(cfg.output_dir)
         # BiT-HyperRule completes the config from the data: config.yaml waits for it (_load_data).
         folder.save_config(cfg, hydra_cfg if is_chief else None, final=cfg.model.schedule != "hyperrule")
-        return _attempt(cfg, folder, hydra_cfg.overrides.task if hydra_cfg else ())
+        return _attempt(cfg, folder, hydra_cfg.overrides.task if hydra_cfg else (), _sweep_dir(hydra_cfg))
 
 
-def _attempt(cfg: DictConfig, folder: RunFolder, task_overrides: Sequence[str]) -> dict[str, Any]:
+def _sweep_dir(hydra_cfg: DictConfig | None) -> str | None:
+    from hydra.types import RunMode
+
+    return str(hydra_cfg.sweep.dir) if hydra_cfg and hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
+def _attempt(cfg: DictConfig, folder: RunFolder, task_overrides: Sequence[str],
+             sweep_dir: str | None) -> dict[str, Any]:
     """One attempt in the locked folder: status.json and the tracker record how it ends."""
     handler = attach_log_file(folder.path)
     folder.start_attempt()
@@ -91,7 +99,7 @@ def _attempt(cfg: DictConfig, folder: RunFolder, task_overrides: Sequence[str]) 
         check_config(cfg, task_overrides)  # compose: what Hydra's schema cannot check
         tracker = start_tracking(cfg, folder.path)  # an unreachable store stops the run here
         folder.record_running()
-        metrics = _run(Run(cfg, folder, tracker))
+        metrics = _run(Run(cfg, folder, tracker, sweep_dir))
         tracker.finish(folder.path)
         return metrics
     except KeyboardInterrupt:
@@ -129,7 +137,7 @@ def _set_up_device(run: Run) -> None:
     from runner.keras2 import keras_api
 
     cfg = run.cfg
-    run.strategy = set_up_device(cfg)
+    run.strategy = set_up_device(cfg, run.sweep_dir)
     run.policy = apply_precision(cfg.precision.mode, cfg.device.type)
     device = describe_devices(run.strategy, cfg.device.type)
     run.folder.write_env(environment(device, keras_api()))

@@ -147,6 +147,6 @@ def test_the_policies_come_from_the_table(mode):
     assert policy_for(mode, "cpu") == row.cpu_policy == FLOAT32
     assert policy_for(mode, "npu") == FLOAT32
     cfg = compose_config([f"precision={mode}"])
-    assert npu_options(cfg.precision.mode, cfg.debug)["precision_mode"] == mode
+    assert npu_options(cfg.precision.mode, cfg.debug, cfg.device, None)["precision_mode"] == mode
     # float16 on the NPU is what needs loss scaling; bf16 and float32 do not.
     assert row.npu_loss_scaled == (row.gpu_policy == "mixed_float16")

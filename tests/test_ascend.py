@@ -225,7 +225,7 @@ def test_dump_options_on_the_npu_are_the_originals(tmp_path):
     argv = ["--data_path=/d", "--data_dump_flag=True", "--over_dump=True", "--data_dump_step=10"]
     translation = translate(recipe_dir / "test", FULL, argv)
     cfg = compose_config([o for o in translation.overrides if not o.startswith("hydra")], tmp_path)
-    assert npu_options(cfg.precision.mode, cfg.debug)["dump_config"] == {
+    assert npu_options(cfg.precision.mode, cfg.debug, cfg.device, None)["dump_config"] == {
         "enable_dump": True, "dump_path": str(recipe_dir / "output" / "overflow_dump"),
         "dump_step": "10", "dump_mode": "all",
         "enable_dump_debug": True, "dump_debug_mode": "all",

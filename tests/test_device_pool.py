@@ -304,6 +304,20 @@ def test_each_npu_job_opens_the_card_the_pool_gave_it(npu_sweep):
         assert fake["opened"]["name"].endswith("NPU:" + job["device"].split(":")[1]), (job, fake)
 
 
+@pytest.mark.ascend_stack
+@needs_ascend_stack
+def test_a_sweeps_npu_jobs_share_one_compile_cache(npu_sweep):
+    """docs/devices.md: under -m every job opens the NPU with the sweep's op and graph caches."""
+    sweep = (npu_sweep["root"] / "sweep").resolve()
+    opened_with = [json.loads((npu_sweep["root"] / f"fake-{job['pid']}.json").read_text())["open_options"]
+                   for job in records(npu_sweep["root"] / "sweep")]
+    assert len(opened_with) == 3
+    for options in opened_with:
+        assert options["op_compiler_cache_dir"] == str(sweep / "npu_compile_cache" / "op")
+        assert options["graph_compiler_cache_dir"] == str(sweep / "npu_compile_cache" / "graph")
+    assert (sweep / "npu_compile_cache" / "op").is_dir()
+
+
 # --- a job whose process is killed counts as failed; its device goes on ----------------------------
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ made, and the Ascend stack's Pythons cannot evaluate `int | None` (3.7-3.9) nor 
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -81,6 +81,11 @@ class DeviceConfig:
     num_devices: int = 1
     memory_growth: bool = True
     multi_worker: bool = False
+    # NPU: CANN's TF adapter options beyond the runner's own, nested as the adapter nests them
+    # (runner/config/npu_option_tree.py checks them; runner/device/npu.py sets them).
+    npu_options: Dict[str, Any] = field(default_factory=dict)
+    # NPU, under -m: the jobs share compile caches in <sweep dir>/npu_compile_cache (runner/device/npu.py).
+    sweep_compile_cache: bool = True
 
 
 @dataclass

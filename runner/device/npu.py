@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+from omegaconf import OmegaConf
 
 from runner.config.precision_modes import PRECISION_MODES
 from runner.device.debug import npu_debug_options
@@ -64,10 +65,35 @@ def _unimportable(error: Exception) -> ConfigError:
     )
 
 
-def npu_options(precision_mode: str, debug_cfg: Any) -> dict[str, Any]:
+def npu_options(precision_mode: str, debug_cfg: Any, device_cfg: Any,
+                sweep_dir: str | None) -> dict[str, Any]:
     """Every option a run sets on npu_device.global_options(), nested as it nests them: the
-    precision mode as it is, and the enabled debug tools (runner/device/debug.py)."""
-    return {"precision_mode": str(precision_mode), **npu_debug_options(debug_cfg)}
+    precision mode as it is, the enabled debug tools (runner/device/debug.py), a sweep's shared
+    compile caches, then device.npu_options (checked before TensorFlow loaded:
+    runner/config/npu_option_tree.py, which also keeps them off the runner's own keys)."""
+    options = {"precision_mode": str(precision_mode), **npu_debug_options(debug_cfg)}
+    if device_cfg.sweep_compile_cache and sweep_dir:
+        options.update(sweep_compile_caches(sweep_dir))
+    return _merged(options, OmegaConf.to_container(device_cfg.npu_options, resolve=True))
+
+
+def sweep_compile_caches(sweep_dir: str) -> dict[str, str]:
+    """One op and one graph compile cache for a whole sweep: each job's graphs and ops have the
+    same shapes unless the swept keys change them, so the second job loads what the first
+    compiled instead of compiling it again (minutes per job on the NPU)."""
+    cache = Path(sweep_dir).expanduser().resolve() / "npu_compile_cache"
+    return {"op_compiler_cache_mode": "enable", "op_compiler_cache_dir": str(cache / "op"),
+            "graph_compiler_cache_dir": str(cache / "graph")}
+
+
+def _merged(options: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """options with more's entries set over them, sub-configs merged key by key."""
+    merged = dict(options)
+    for name, value in more.items():
+        if isinstance(value, dict) and isinstance(merged.get(name), dict):
+            value = _merged(merged[name], value)
+        merged[name] = value
+    return merged
 
 
 def open_npu(device_cfg: Any, threads_cfg: Any, options: dict[str, Any],
@@ -123,7 +149,8 @@ def _make_output_folders(options: dict[str, Any]) -> None:
     dump_path = options.get("dump_config", {}).get("dump_path")
     profiling = options.get("profiling_config", {}).get("profiling_options")
     aoe_path = options.get("aoe_config", {}).get("work_path")
-    for folder in (dump_path, profiling and json.loads(profiling)["output"], aoe_path):
+    caches = (options.get("op_compiler_cache_dir"), options.get("graph_compiler_cache_dir"))
+    for folder in (dump_path, profiling and json.loads(profiling)["output"], aoe_path, *caches):
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
 
@@ -133,6 +160,12 @@ def _set_options(target: Any, options: dict[str, Any], prefix: str = "") -> None
         if isinstance(value, dict):
             _set_options(getattr(target, name), value, f"{prefix}{name}.")
             continue
+        if not hasattr(target, name):
+            raise ConfigError(
+                f"This CANN's TF adapter has no option {prefix}{name} (older releases lack some: "
+                "r1.12.0 has no jit_compile, graph_compiler_cache_dir, precision_mode_v2, "
+                "ac_parallel_enable, graph_slice). Drop it from device.npu_options, or update CANN."
+            )
         try:
             setattr(target, name, value)
         except (ValueError, TypeError) as error:

@@ -13,7 +13,7 @@ from runner.keras2 import set_op_determinism, set_random_seed
 log = logging.getLogger(__name__)
 
 
-def set_up_device(cfg: Any) -> tf.distribute.Strategy:
+def set_up_device(cfg: Any, sweep_dir: str | None = None) -> tf.distribute.Strategy:
     """Op determinism, the device's strategy, then what TensorFlow keeps on its eager context:
     thread pools and the global seed.
 
@@ -25,14 +25,15 @@ def set_up_device(cfg: Any) -> tf.distribute.Strategy:
     npu_device.open() installs an eager context of its own, which drops what was set on the one
     before: on the NPU the seed is set after it, and the thread pools inside
     runner/device/npu.py, on the context open() keeps. Op determinism is process-wide (not the
-    context's), so it is set first, whatever follows.
+    context's), so it is set first, whatever follows. sweep_dir: the sweep's folder, for a job
+    of a multirun (the NPU's jobs share compile caches there).
     """
     set_op_determinism(cfg.deterministic)
     device_cfg = cfg.device
     if device_cfg.type == "npu":
         from runner.device.npu import npu_options, open_npu
 
-        options = npu_options(cfg.precision.mode, cfg.debug)
+        options = npu_options(cfg.precision.mode, cfg.debug, device_cfg, sweep_dir)
         strategy = open_npu(device_cfg, cfg.threads, options, loop_size=cfg.steps_per_execution)
     else:
         configure_threads(cfg.threads)  # before TensorFlow's first op
