@@ -1,6 +1,7 @@
 """Checks of on-disk datasets that need no TensorFlow, so bad paths fail in a fraction of a second."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from runner.errors import ConfigError
@@ -53,6 +54,7 @@ def find_tfds_version_dir(data_dir: str, name: str, version: str | None) -> Path
                     f"{version_dir} has dataset_info.json but no {name}-train.tfrecord-* files: the "
                     f"copy is incomplete. Copy every file of the prepared folder. " + _prepare_hint(name)
                 )
+            _check_json_files(version_dir, name)
             return version_dir
     present = [v.name for d in candidates for v in _versions_present(d)]
     if version is not None and present:
@@ -67,6 +69,21 @@ def find_tfds_version_dir(data_dir: str, name: str, version: str | None) -> Path
         f"{expected}/ holding dataset_info.json, features.json and {name}-train.tfrecord-* files. "
         + _prepare_hint(name)
     )
+
+
+def _check_json_files(version_dir: Path, name: str) -> None:
+    """TFDS reads its description files with protobuf's parser, whose error names no file."""
+    for description in ("dataset_info.json", "features.json"):
+        path = version_dir / description
+        if not path.is_file():
+            continue
+        try:
+            json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ConfigError(
+                f"{path} is not valid JSON ({error}): the prepared copy of {name!r} is damaged. "
+                f"Copy that file again from the machine that prepared the dataset. " + _prepare_hint(name)
+            ) from None
 
 
 def _version_key(version_dir: Path) -> tuple[int, ...]:

@@ -58,6 +58,7 @@ def _split_source(run: LoadedRun, split: str):
     from runner.fit.datasets import load_source
 
     dataset_cfg = run.cfg.dataset
+    _check_data_still_there(run, dataset_cfg)
     if split in ("val", "train"):
         source = load_source(dataset_cfg, run.cfg.seed)
         spec = dataset_cfg.get(f"{split}_split", split)
@@ -75,6 +76,18 @@ def _split_source(run: LoadedRun, split: str):
         raise ConfigError(
             f"split={split!r} cannot be read from {dataset_cfg.name} in {dataset_cfg.data_dir}: {error}"
         ) from None
+
+
+def _check_data_still_there(run: LoadedRun, dataset_cfg: Any) -> None:
+    """The run's config names where its data was: if that is gone, the data moved (or was
+    deleted), and the fix is to say where it is now, not to prepare it again."""
+    key = {"image_folder": "path", "tfds": "data_dir"}.get(str(dataset_cfg.source))
+    if key and not Path(str(dataset_cfg[key])).expanduser().exists():
+        raise ConfigError(
+            f"{run.run_dir} was trained on data in dataset.{key}={dataset_cfg[key]!r}, which is not "
+            f"there any more. If it moved, pass its new place: python -m runner.evaluate "
+            f"run={run.run_dir} dataset.{key}=<where it is now>."
+        )
 
 
 def predict_split(run: LoadedRun, split: str) -> Predictions:

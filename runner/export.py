@@ -9,6 +9,7 @@ per row so every output is batched) and top_class string[N]. A model ending in l
 the softmax applied in the signature.
 """
 
+import os
 from pathlib import Path
 
 from runner.errors import ConfigError
@@ -70,8 +71,15 @@ def default_export_dir(run_dir: Path, which: str) -> Path:
 
 
 def check_out_dir(out: Path) -> None:
+    """out must be a new (or empty) folder that can be written: checked before the slow part."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out={str(out)!r} already exists: remove it or pass another out=.")
+    nearest = next(p for p in (out, *out.parents) if p.exists())
+    if not nearest.is_dir() or not os.access(nearest, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"out={str(out)!r} cannot be written: {nearest} is not a folder this user can write "
+            "into. Pass out= a new folder in a writable place, e.g. out=~/exports/model."
+        )
 
 
 def export_run(run: LoadedRun, out: Path) -> Path:
@@ -94,6 +102,8 @@ def _export_command(args: Arguments) -> None:
     out = Path(options["out"]).expanduser() if options["out"] else None
     out = out or default_export_dir(run_dir, options["which"])
     check_out_dir(out)  # before the slow part
+    print(f"exporting {run_dir} ({options['which']} checkpoint) to {out}: loading the model, then "
+          "tracing and writing its serving functions (up to a minute)...", flush=True)
     run = load_run(run_dir, options["which"], args.overrides)
     print(f"SavedModel of {run.run_dir} ({run.which} checkpoint) -> {export_run(run, out)}")
 

@@ -266,11 +266,33 @@ def _check_debug(debug_cfg: DictConfig, precision_mode: str, device_type: str) -
             f"allow_mix_precision uses; this run has precision={precision_mode}. Add "
             "precision=allow_mix_precision, or drop mixlist from debug=."
         )
-    if device_type != "npu":
-        return  # the files below are read by the NPU only
+    _check_debug_output_folders(debug_cfg)
+    if device_type != "npu":  # the files below are read by the NPU only (mixlist logs its own)
+        if debug_cfg.fusion_off.enabled and debug_cfg.fusion_off.file is not None:
+            log.warning("debug.fusion_off.file=%s is read on the NPU only: device=%s does not read "
+                        "it, and turns grappler's fusion passes off instead",
+                        debug_cfg.fusion_off.file, device_type)
+        return
     for name, file in (("fusion_off", debug_cfg.fusion_off.file), ("mixlist", debug_cfg.mixlist.file)):
         if debug_cfg[name].enabled and file is not None and not Path(file).is_file():
             raise ConfigError(
                 f"debug={name} reads debug.{name}.file={file}, which is not a file (relative paths "
                 f"start from {Path.cwd()}). Pass its path, e.g. debug.{name}.file=/path/to/{Path(file).name}."
+            )
+
+
+def _check_debug_output_folders(debug_cfg: DictConfig) -> None:
+    """The folders the debug tools write into must be folders (or not exist yet): a file there
+    fails deep in TensorFlow or the NPU's runtime, with a traceback naming neither."""
+    for name in ("dump", "overflow", "profiling", "auto_tune"):
+        tool = debug_cfg[name]
+        if not tool.enabled or OmegaConf.is_missing(tool, "path"):
+            continue
+        path = Path(str(tool.path)).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ConfigError(
+                f"debug.{name}.path={tool.path} is a file, and debug={name} writes a folder of "
+                f"files there. Pass a folder that does not exist yet or is one, e.g. "
+                f"debug.{name}.path={path.parent / (path.name + '_' + name)}; the default is "
+                f"<run dir>/{name if name != 'auto_tune' else 'aoe'}."
             )

@@ -272,6 +272,25 @@ def test_an_export_goes_to_an_empty_or_new_folder_only(tmp_path):
         check_out_dir(tmp_path / "empty")
 
 
+def test_an_export_into_an_unwritable_place_is_refused_before_loading(tmp_path):
+    """A folder under a file, or under a folder this user cannot write (root can write anywhere,
+    so that half runs as another user only)."""
+    import os
+
+    from runner.export import check_out_dir
+
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ConfigError) as caught:
+        check_out_dir(tmp_path / "a_file" / "model")
+    assert str(tmp_path / "a_file") in str(caught.value)
+    check_out_dir(tmp_path / "deep" / "new" / "model")  # created on the way: fine
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ConfigError):
+            check_out_dir(locked / "model")
+
+
 def test_help_is_fast_and_names_the_options():
     for tool, option in (("evaluate", "split="), ("predict", "images="), ("export", "out=")):
         result = run_tool(tool, "--help", timeout=60)
@@ -305,3 +324,19 @@ def test_classification_metrics_on_hand_made_predictions():
     assert (dog["precision"], dog["recall"], dog["support"]) == (pytest.approx(1 / 3), 1.0, 1)
     assert report["confusion_matrix"] == [[1, 2], [0, 1]]
     assert report["macro_avg"]["precision"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("source", ["image_folder", "tfds"])
+def test_evaluating_a_run_whose_data_moved_asks_for_its_new_place(source, tmp_path):
+    """Not "create the folder": the run's data existed; the fix is dataset.path= / data_dir=."""
+    from runner.evaluate import _split_source
+    from runner.tools.checkpoint import LoadedRun
+
+    key, overrides = {
+        "image_folder": ("path", ["dataset=image_folder", f"dataset.path={tmp_path}/moved"]),
+        "tfds": ("data_dir", ["dataset=tf_flowers", f"dataset.data_dir={tmp_path}/moved"]),
+    }[source]
+    run = LoadedRun(tmp_path / "run", compose_config(overrides, tmp_path / "run"), None, ["a", "b"], "best")
+    with pytest.raises(ConfigError) as caught:
+        _split_source(run, "val")
+    assert f"run={tmp_path / 'run'} dataset.{key}=" in str(caught.value)

@@ -165,3 +165,43 @@ def test_image_folder_reads_the_extensions_the_readme_names(tmp_path):
     classes, files = list_image_folder(str(tmp_path))
     assert classes == ["a", "b"]
     assert sorted(f.suffix for f, label in files if label == 0) == sorted(f".{n}" for n in signatures)
+
+
+@pytest.mark.parametrize("tool", ["dump", "overflow", "profiling", "auto_tune"])
+def test_a_debug_tool_pointed_at_a_file_is_refused_before_the_run(tool, tmp_path):
+    """A file where the tool writes its folder failed deep in TensorFlow, naming neither."""
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    cfg = compose_config([f"debug={tool}", f"debug.{tool}.path={taken}"], tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        check_config(cfg)
+    assert f"debug.{tool}.path={taken}" in str(caught.value)
+    assert taken.read_text() == "mine"
+    check_config(compose_config([f"debug={tool}", f"debug.{tool}.path={tmp_path / 'new'}"], tmp_path))
+
+
+@pytest.mark.parametrize("damaged", ["dataset_info.json", "features.json"])
+def test_a_damaged_tfds_description_file_is_named(damaged, tmp_path):
+    from data.checks import find_tfds_version_dir
+
+    version_dir = tmp_path / "tf_flowers" / "3.0.1"
+    version_dir.mkdir(parents=True)
+    (version_dir / "dataset_info.json").write_text('{"name": "tf_flowers"}')
+    (version_dir / "features.json").write_text('{"type": "FeaturesDict"}')
+    (version_dir / "tf_flowers-train.tfrecord-00000-of-00001").write_bytes(b"")
+    assert find_tfds_version_dir(str(tmp_path), "tf_flowers", "3.0.1") == version_dir
+    (version_dir / damaged).write_text('{"name": "tf_flo')  # cut short
+    with pytest.raises(ConfigError) as caught:
+        find_tfds_version_dir(str(tmp_path), "tf_flowers", "3.0.1")
+    assert str(version_dir / damaged) in str(caught.value)
+
+
+def test_a_fusion_switch_file_off_the_npu_is_a_warning_naming_it(tmp_path, caplog):
+    cfg = compose_config(["debug=fusion_off", "debug.fusion_off.file=/nowhere/switch.cfg"], tmp_path)
+    with caplog.at_level("WARNING", logger="runner.preflight"):
+        check_config(cfg)
+    assert [r for r in caplog.records if "/nowhere/switch.cfg" in r.getMessage()]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="runner.preflight"):
+        check_config(compose_config(["debug=fusion_off"], tmp_path))  # the shipped file: nothing to say
+    assert not caplog.records

@@ -173,3 +173,14 @@ def test_only_a_multirun_job_has_a_sweep_folder():
     assert _sweep_dir(hydra(RunMode.MULTIRUN)) == "/s"
     assert _sweep_dir(hydra(RunMode.RUN)) is None
     assert _sweep_dir(None) is None
+
+
+@pytest.mark.skipif(ON_ASCEND_STACK, reason="the default stack's refusal")
+def test_the_default_stack_refuses_npu_options_as_it_refuses_the_npu(tmp_path):
+    from runner.preflight import check_config
+    from runner.versions import ASCEND_STACK
+
+    cfg = compose_config(["device=npu", "+device.npu_options.deterministic=1"], tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        check_config(cfg)
+    assert ASCEND_STACK in str(caught.value)
