@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 import runner.config.schema  # noqa: F401  (registers the config schemas)
+from runner.config.ray_launcher import check_ray_launcher
 from runner.errors import ConfigError, RunInterrupted
 from runner.record.lock import RunFolderBusy
 from runner.record.resume import expand_resume_argument
@@ -148,6 +149,7 @@ def _run() -> None:
     prefer_legacy_keras()
     try:
         sys.argv[1:] = expand_resume_argument(sys.argv[1:])
+        check_ray_launcher(sys.argv[1:])
     except ConfigError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -23,6 +23,7 @@ from runner.device.workers import current_worker, worker_run_dir
 from runner.errors import RunFailed
 from runner.preflight import check_config
 from runner.record.environment import environment
+from runner.record.placement import placement
 from runner.record.resume import StopSignals
 from runner.record.run_folder import (
     METRICS_FILE,
@@ -140,7 +141,7 @@ def _set_up_device(run: Run) -> None:
     run.strategy = set_up_device(cfg, run.sweep_dir)
     run.policy = apply_precision(cfg.precision.mode, cfg.device.type)
     device = describe_devices(run.strategy, cfg.device.type)
-    run.folder.write_env(environment(device, keras_api()))
+    run.folder.write_env(environment(device, keras_api(), placement(cfg.device)))
     log.info(
         "run %s: model=%s dataset=%s device=%s (%d replica(s)) policy=%s",
         run.folder.path, cfg.model.name, cfg.dataset.name, cfg.device.type, device["replicas"],

@@ -30,6 +30,7 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from runner.config.precision_modes import PRECISION_MODES
+from runner.device.ascend_card import card_to_open
 from runner.device.debug import npu_debug_options
 from runner.device.threads import configure_threads, thread_pools
 from runner.errors import ConfigError
@@ -100,12 +101,13 @@ def open_npu(device_cfg: Any, threads_cfg: Any, options: dict[str, Any],
              loop_size: int) -> tf.distribute.Strategy:
     """Set the options (npu_options'), open the NPU as the default device (the order the adapter
     needs), then set the npu loop size (steps_per_execution: the steps the device runs per call)."""
+    card = card_to_open(device_cfg.id)  # before npu_device loads CANN's runtime
     npu_device = import_npu_device()
     _make_output_folders(options)
     _set_options(npu_device.global_options(), options)
     _thread_pools_on_the_npu_context(npu_device, threads_cfg)
     # device.id null: the adapter reads $ASCEND_DEVICE_ID (0 when unset), as the Ascend scripts do.
-    npu_device.open(device_id=device_cfg.id).as_default()
+    npu_device.open(device_id=card).as_default()
     _warn_if_thread_pools_were_dropped(threads_cfg)
     npu_device.set_npu_loop_size(loop_size)
     log.info("npu_device opened (device.id=%s) with options %s", device_cfg.id, options)

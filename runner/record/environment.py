@@ -25,8 +25,10 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def environment(device: dict[str, Any], keras_api: dict[str, str]) -> dict[str, Any]:
-    """keras_api: the Keras the run used ({"module": "tf_keras", "version": "2.21.0"})."""
+def environment(device: dict[str, Any], keras_api: dict[str, str],
+                placement: dict[str, Any]) -> dict[str, Any]:
+    """keras_api: the Keras the run used ({"module": "tf_keras", "version": "2.21.0"});
+    placement: where it ran (runner/record/placement.py)."""
     packages = ("keras", "tf-keras", "tensorflow-datasets", "tensorflow-hub", "hydra-core")
     # TensorFlow under its version whichever wheel brought it (tensorflow-cpu on Ascend hosts).
     tensorflow_distribution, tensorflow_version = installed_tensorflow() or (None, None)
@@ -39,4 +41,5 @@ def environment(device: dict[str, Any], keras_api: dict[str, str]) -> dict[str, 
         "tensorflow_distribution": tensorflow_distribution,
         "git_commit": git_commit(),
         "device": device,
+        "placement": placement,
     }

@@ -275,6 +275,10 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     return _read_json(run_dir / METRICS_FILE)
 
 
+def read_env(run_dir: Path) -> dict[str, Any] | None:
+    return _read_json(run_dir / ENV_FILE)
+
+
 def write_status(run_dir: Path, status: str, **details: Any) -> None:
     """Record the run's state (RUNNING, FINISHED, FAILED or INTERRUPTED) and why, in status.json."""
     write_json_atomic(run_dir / STATUS_FILE, {"status": status, **details})

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.device_pool_launcher.record import read_records  # jobs' devices
 from runner.config.schema import direction
+from runner.record.placement import node_label
 from runner.record.run_folder import (
     CONFIG_FILE,
     FINISHED,
@@ -31,6 +32,7 @@ from runner.record.run_folder import (
     OVERRIDES_FILE,
     RUNNING,
     current_status,
+    read_env,
     read_history,
     read_metrics,
 )
@@ -54,6 +56,7 @@ class JobResult:
     reason: str
     metrics: dict[str, Any]
     history: list[dict[str, float]]
+    placement: dict[str, Any]  # env.json's: host, device, Ray node (runner/record/placement.py)
 
     @property
     def finished(self) -> bool:
@@ -86,6 +89,7 @@ def read_job(run_dir: Path) -> JobResult:
         reason="" if metrics is not None else _reason(status),
         metrics=metrics or {},
         history=read_history(run_dir),
+        placement=(read_env(run_dir) or {}).get("placement", {}),
     )
 
 
@@ -133,10 +137,12 @@ def job_devices(sweep_dir: Path) -> dict[str, str]:
 
 def summary_rows(jobs: Sequence[JobResult], sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job: its swept values, overrides, status (+ reason), metrics, the device
-    (device-pool sweeps only), folder and whether it is the best by optimized_metric."""
+    (device-pool and Ray sweeps), the Ray node (Ray sweeps), folder and whether it is the best by
+    optimized_metric."""
     keys = swept_keys(jobs)
     best = best_job(jobs, optimized_metric(jobs))
     devices = job_devices(sweep_dir)
+    on_ray = any("ray_node_id" in job.placement for job in jobs)
     return [
         {
             **{key: job.overrides.get(key, "") for key in keys},
@@ -144,7 +150,9 @@ def summary_rows(jobs: Sequence[JobResult], sweep_dir: Path) -> list[dict[str, A
             "status": job.status,
             "reason": job.reason,
             **{column: job.metrics.get(column, "") for column in METRIC_COLUMNS},
-            **({"device": devices.get(str(job.run_dir.relative_to(sweep_dir)), "")} if devices else {}),
+            **({"device": devices.get(str(job.run_dir.relative_to(sweep_dir)))
+                or job.placement.get("device", "")} if devices or on_ray else {}),
+            **({"node": node_label(job.placement) if job.placement else ""} if on_ray else {}),
             "run_dir": str(job.run_dir.relative_to(sweep_dir)),
             "best": "best" if job is best else "",
         }
@@ -165,8 +173,8 @@ def _cell(value: Any) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], jobs: Sequence[JobResult], sweep_dir: Path) -> str:
-    device = ["device"] if rows and "device" in rows[0] else []
-    columns = ["overrides", "status", *METRIC_COLUMNS, *device, "run_dir", "reason", "best"]
+    where = [column for column in ("device", "node") if rows and column in rows[0]]
+    columns = ["overrides", "status", *METRIC_COLUMNS, *where, "run_dir", "reason", "best"]
     finished = [job for job in jobs if job.finished]
     lines = [
         f"# Sweep {sweep_dir}",
