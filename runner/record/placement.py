@@ -31,8 +31,10 @@ def _ray_node() -> dict[str, str]:
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return {}
-    return {"ray_node_id": ray.get_runtime_context().get_node_id(),
-            "ray_node_ip": ray.util.get_node_ip_address()}
+    node_id = ray.get_runtime_context().get_node_id()
+    # The address the node was started with (--node-ip-address), as the cluster knows it.
+    address = next((node["NodeManagerAddress"] for node in ray.nodes() if node["NodeID"] == node_id), "")
+    return {"ray_node_id": node_id, "ray_node_ip": address}
 
 
 def node_label(job_placement: dict[str, Any]) -> str:

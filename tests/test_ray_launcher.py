@@ -1,0 +1,182 @@
+"""Hydra's Ray launcher through the project's presets (conf/hydra/launcher/ray_*.yaml, docs/sweeps.md
+"Ray"): a real two-node Ray cluster on 127.0.0.1, started and stopped by the tests, each node with
+one CPU and one unit of a resource standing in for a device; a sweep of the runner across it. On
+the Ascend stack the stand-in is Ray's own `NPU` resource and the jobs run device=npu on the fake
+npu_device, so each job opens the card Ray gave it. Also what the presets need installed."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.config.ray_launcher import check_ray_launcher
+from runner.errors import ConfigError
+from runner.record.lock import read_holder
+from runner.versions import installed_version
+from tests.conftest import FAKE_NPU_DIR, ON_ASCEND_STACK, runner_env
+
+pytestmark = pytest.mark.ascend_stack  # Ray is in the Ascend dev locks too (Python >= 3.8)
+
+needs_ray = pytest.mark.skipif(
+    installed_version("hydra-ray-launcher") is None,
+    reason="hydra-ray-launcher is not installed (requirements-ray.txt; Python >= 3.8)",
+)
+RAY = str(Path(sys.executable).parent / "ray")
+SEEDS = ["1", "2", "3", "4"]  # four jobs, two nodes of one job slot each
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop_cluster(tag: str) -> None:
+    """End every process of this test's cluster: those whose environment holds its tag (Ray renames
+    its processes, so their command lines do not tell). Not `ray stop`, which would end every Ray
+    cluster of the user on this machine, not only the test's."""
+    for stop in (signal.SIGTERM, signal.SIGKILL):
+        pids = cluster_processes(tag)
+        for pid in pids:
+            try:
+                os.kill(pid, stop)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 15
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.2)
+            pids = cluster_processes(tag)
+        if not pids:
+            return
+
+
+def cluster_processes(tag: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and tag.encode() in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:  # ended meanwhile, or another user's
+            continue
+    return pids
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    """A head node and a second node joined to it, both on 127.0.0.1 only, with token
+    authentication (a token of this test's own; Ray releases before token authentication ignore
+    the variables), each with one CPU and one unit of the stand-in device. Always stopped."""
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live in it
+    device = "NPU" if ON_ASCEND_STACK else "card"
+    tag = f"RUNNER_TEST_RAY_CLUSTER={temp_dir}"  # in the environment of every process of the cluster
+    env = {**runner_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
+           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": f"{FAKE_NPU_DIR}:{runner_env()['PYTHONPATH']}",
+           **dict([tag.split("=", 1)])}
+    port = free_port()
+    node = ["--node-ip-address=127.0.0.1", "--num-cpus=1", f"--resources={json.dumps({device: 1})}",
+            f"--temp-dir={temp_dir}", f"--dashboard-agent-listen-port={free_port()}",
+            "--disable-usage-stats"]
+    head = [RAY, "start", "--head", f"--port={port}", "--include-dashboard=false",
+            f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}", *node]
+    second = [RAY, "start", f"--address=127.0.0.1:{port}", *node]
+    try:
+        for command in (head, second):
+            subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+        yield {"address": f"127.0.0.1:{port}", "env": {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"},
+               "device": device}
+    finally:
+        stop_cluster(tag)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def node_ids(cluster: dict) -> set[str]:
+    code = "import ray; ray.init(); print(' '.join(node['NodeID'] for node in ray.nodes() if node['Alive']))"
+    result = subprocess.run([sys.executable, "-c", code], env=cluster["env"], capture_output=True,
+                            text=True, timeout=300, check=True)
+    return set(result.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def sweep(cluster, toy_bit_run, tmp_path_factory) -> dict:
+    """Four jobs of the toy run across the cluster (RAY_ADDRESS names it), each asking for one CPU
+    and one unit of the stand-in device."""
+    sweep_dir = tmp_path_factory.mktemp("ray") / "sweep"
+    device = cluster["device"]
+    launcher = (["hydra/launcher=ray_npu", "device=npu"] if device == "NPU" else
+                ["hydra/launcher=ray_cpu", f"+hydra.launcher.ray.remote.resources={{{device}:1}}"])
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "-m", *toy_bit_run, *launcher, f"seed={','.join(SEEDS)}",
+         f"hydra.sweep.dir={sweep_dir}"],
+        env=cluster["env"], capture_output=True, text=True, timeout=900,
+    )
+    with open(sweep_dir / "summary.csv") as f:
+        rows = {row["seed"]: row for row in csv.DictReader(f)}
+    return {"result": result, "dir": sweep_dir, "rows": rows, "nodes": node_ids(cluster)}
+
+
+@needs_ray
+def test_every_job_of_the_sweep_finishes_on_the_cluster(sweep):
+    assert sweep["result"].returncode == 0, sweep["result"].stderr[-3000:]
+    assert sorted(sweep["rows"]) == SEEDS
+    assert {row["status"] for row in sweep["rows"].values()} == {"finished"}
+
+
+@needs_ray
+def test_the_summary_names_each_jobs_node_and_both_nodes_ran_jobs(sweep):
+    """The node column: the address and the start of the id of the Ray node each job ran on (one
+    address: both nodes run on this machine)."""
+    short_ids = {node_id[:8] for node_id in sweep["nodes"]}
+    assert len(short_ids) == 2
+    nodes = [row["node"].split() for row in sweep["rows"].values()]
+    assert len({address for address, _ in nodes}) == 1
+    assert {short_id for _, short_id in nodes} == short_ids
+
+
+@needs_ray
+def test_each_job_ran_in_a_fresh_worker(sweep):
+    """max_calls: 1 in the presets: no worker runs a second job (Ray would reuse it otherwise)."""
+    pids = [read_holder(sweep["dir"] / row["run_dir"]).pid for row in sweep["rows"].values()]
+    assert len(set(pids)) == len(SEEDS)
+
+
+@needs_ray
+def test_the_summary_names_the_device_each_job_got(sweep):
+    """On the Ascend stack each node has one fake card: every job opened card 0 of its node, as
+    Ray assigned it (ASCEND_RT_VISIBLE_DEVICES=0). Elsewhere the jobs run on the CPU."""
+    devices = {row["device"] for row in sweep["rows"].values()}
+    assert devices == ({"npu:0"} if ON_ASCEND_STACK else {"cpu"})
+    if ON_ASCEND_STACK:  # and the process really opened that card
+        for row in sweep["rows"].values():
+            log = (sweep["dir"] / row["run_dir"] / "train.log").read_text()
+            assert "npu_device opened" in log
+
+
+def test_a_ray_preset_says_what_it_needs_on_python_3_7():
+    """Python 3.7 (the Ascend hosts' default) has neither hydra-ray-launcher nor a Ray with the NPU
+    resource: a config error before anything starts, not Hydra's missing-config message."""
+    for preset in ("ray_npu", "ray_cpu"):
+        with pytest.raises(ConfigError, match="3.8"):
+            check_ray_launcher(["-m", f"hydra/launcher={preset}", "seed=1,2"], python=(3, 7))
+    check_ray_launcher(["-m", "hydra/launcher=device_pool"], python=(3, 7))  # others untouched
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 8), reason="the Python 3.7 host case")
+def test_the_npu_preset_on_python_3_7_exits_2_before_any_job(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "-m", "hydra/launcher=ray_npu", "device=npu", "seed=1,2",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        env=runner_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "ray_npu" in result.stderr and not (tmp_path / "sweep").exists()
