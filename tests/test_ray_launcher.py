@@ -42,12 +42,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def stop_cluster(tag: str) -> None:
-    """End every process of this test's cluster: those whose environment holds its tag (Ray renames
-    its processes, so their command lines do not tell). Not `ray stop`, which would end every Ray
+def stop_cluster(sessions: set[int], token: str) -> None:
+    """End every process of this test's cluster: each `ray start` runs in a session of its own,
+    which its processes keep, and their environment holds the cluster's token (Ray renames its
+    processes, so their command lines do not tell). Not `ray stop`, which would end every Ray
     cluster of the user on this machine, not only the test's."""
     for stop in (signal.SIGTERM, signal.SIGKILL):
-        pids = cluster_processes(tag)
+        pids = cluster_processes(sessions, token)
         for pid in pids:
             try:
                 os.kill(pid, stop)
@@ -56,16 +57,19 @@ def stop_cluster(tag: str) -> None:
         deadline = time.monotonic() + 15
         while pids and time.monotonic() < deadline:
             time.sleep(0.2)
-            pids = cluster_processes(tag)
+            pids = cluster_processes(sessions, token)
         if not pids:
             return
 
 
-def cluster_processes(tag: str) -> list[int]:
+def cluster_processes(sessions: set[int], token: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
         try:
-            if entry.name.isdigit() and tag.encode() in (entry / "environ").read_bytes():
+            in_session = os.getsid(int(entry.name)) in sessions
+            if in_session or token.encode() in (entry / "environ").read_bytes():
                 pids.append(int(entry.name))
         except OSError:  # ended meanwhile, or another user's
             continue
@@ -79,10 +83,9 @@ def cluster() -> dict:
     the variables), each with one CPU and one unit of the stand-in device. Always stopped."""
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live in it
     device = "NPU" if ON_ASCEND_STACK else "card"
-    tag = f"RUNNER_TEST_RAY_CLUSTER={temp_dir}"  # in the environment of every process of the cluster
-    env = {**runner_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": f"{FAKE_NPU_DIR}:{runner_env()['PYTHONPATH']}",
-           **dict([tag.split("=", 1)])}
+    token = secrets.token_hex(16)
+    env = {**runner_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": f"{FAKE_NPU_DIR}:{runner_env()['PYTHONPATH']}"}
     port = free_port()
     node = ["--node-ip-address=127.0.0.1", "--num-cpus=1", f"--resources={json.dumps({device: 1})}",
             f"--temp-dir={temp_dir}", f"--dashboard-agent-listen-port={free_port()}",
@@ -90,13 +93,20 @@ def cluster() -> dict:
     head = [RAY, "start", "--head", f"--port={port}", "--include-dashboard=false",
             f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}", *node]
     second = [RAY, "start", f"--address=127.0.0.1:{port}", *node]
+    # Ray hands out the NPU ids a node was started with: the second node's card is card 1.
+    second_env = {**env, "ASCEND_RT_VISIBLE_DEVICES": "1"} if device == "NPU" else env
+    sessions: set[int] = set()
     try:
-        for command in (head, second):
-            subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+        for command, command_env in ((head, env), (second, second_env)):
+            start = subprocess.Popen(command, env=command_env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+            sessions.add(start.pid)
+            output, _ = start.communicate(timeout=300)
+            assert start.returncode == 0, output[-3000:]
         yield {"address": f"127.0.0.1:{port}", "env": {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"},
                "device": device}
     finally:
-        stop_cluster(tag)
+        stop_cluster(sessions, token)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -110,19 +120,25 @@ def node_ids(cluster: dict) -> set[str]:
 @pytest.fixture(scope="module")
 def sweep(cluster, toy_bit_run, tmp_path_factory) -> dict:
     """Four jobs of the toy run across the cluster (RAY_ADDRESS names it), each asking for one CPU
-    and one unit of the stand-in device."""
+    and one unit of the stand-in device, logging to MLflow (a local SQLite store)."""
     sweep_dir = tmp_path_factory.mktemp("ray") / "sweep"
+    uri = f"sqlite:///{sweep_dir.parent / 'mlflow.db'}"
     device = cluster["device"]
     launcher = (["hydra/launcher=ray_npu", "device=npu"] if device == "NPU" else
                 ["hydra/launcher=ray_cpu", f"+hydra.launcher.ray.remote.resources={{{device}:1}}"])
     result = subprocess.run(
         [sys.executable, "-m", "runner", "-m", *toy_bit_run, *launcher, f"seed={','.join(SEEDS)}",
+         "logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={uri}",
          f"hydra.sweep.dir={sweep_dir}"],
         env=cluster["env"], capture_output=True, text=True, timeout=900,
     )
+    return {"result": result, "dir": sweep_dir, "rows": summary_rows(sweep_dir, "seed"),
+            "nodes": node_ids(cluster), "uri": uri}
+
+
+def summary_rows(sweep_dir: Path, key: str) -> dict[str, dict[str, str]]:
     with open(sweep_dir / "summary.csv") as f:
-        rows = {row["seed"]: row for row in csv.DictReader(f)}
-    return {"result": result, "dir": sweep_dir, "rows": rows, "nodes": node_ids(cluster)}
+        return {row[key]: row for row in csv.DictReader(f)}
 
 
 @needs_ray
@@ -152,14 +168,54 @@ def test_each_job_ran_in_a_fresh_worker(sweep):
 
 @needs_ray
 def test_the_summary_names_the_device_each_job_got(sweep):
-    """On the Ascend stack each node has one fake card: every job opened card 0 of its node, as
-    Ray assigned it (ASCEND_RT_VISIBLE_DEVICES=0). Elsewhere the jobs run on the CPU."""
-    devices = {row["device"] for row in sweep["rows"].values()}
-    assert devices == ({"npu:0"} if ON_ASCEND_STACK else {"cpu"})
-    if ON_ASCEND_STACK:  # and the process really opened that card
-        for row in sweep["rows"].values():
-            log = (sweep["dir"] / row["run_dir"] / "train.log").read_text()
-            assert "npu_device opened" in log
+    """On the Ascend stack each node has one fake card, card 0 on the head and card 1 on the second
+    node: each job opened the card Ray gave it on its node (from ASCEND_RT_VISIBLE_DEVICES).
+    Elsewhere the jobs run on the CPU."""
+    device_by_node = {}
+    for row in sweep["rows"].values():
+        device_by_node.setdefault(row["node"], set()).add(row["device"])
+    if not ON_ASCEND_STACK:
+        assert set.union(*device_by_node.values()) == {"cpu"}
+        return
+    assert sorted(tuple(devices) for devices in device_by_node.values()) == [("npu:0",), ("npu:1",)]
+
+
+@needs_ray
+def test_the_sweeps_mlflow_run_reaches_the_jobs_on_the_cluster(sweep):
+    """The cluster's workers do not inherit the sweep's environment: the presets hand them the
+    sweep's MLflow run id (runtime_env), so each job's run is a child of the sweep's."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=sweep["uri"])
+    parent = json.loads((sweep["dir"] / "mlflow_run.json").read_text())["run_id"]
+    for row in sweep["rows"].values():
+        child = json.loads((sweep["dir"] / row["run_dir"] / "mlflow_run.json").read_text())["run_id"]
+        assert client.get_run(child).data.tags["mlflow.parentRunId"] == parent
+    assert client.get_run(parent).info.status == "FINISHED"
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(cluster, toy_bit_run, tmp_path_factory) -> dict:
+    """Two jobs on the cluster, the first of which fails (a crop larger than the images)."""
+    sweep_dir = tmp_path_factory.mktemp("ray_failing") / "sweep"
+    device = cluster["device"]
+    launcher = (["hydra/launcher=ray_npu", "device=npu"] if device == "NPU" else
+                ["hydra/launcher=ray_cpu", f"+hydra.launcher.ray.remote.resources={{{device}:1}}"])
+    overrides = [arg for arg in toy_bit_run if not arg.startswith("model.crop_size=")]
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "-m", *overrides, *launcher, "model.crop_size=40,24",
+         f"hydra.sweep.dir={sweep_dir}"],
+        env=cluster["env"], capture_output=True, text=True, timeout=900,
+    )
+    return {"result": result, "rows": summary_rows(sweep_dir, "model.crop_size")}
+
+
+@needs_ray
+def test_a_failed_job_is_recorded_and_the_sweep_goes_on_then_exits_1(failing_sweep):
+    assert failing_sweep["result"].returncode == 1, failing_sweep["result"].stderr[-3000:]
+    failed, finished = failing_sweep["rows"]["40"], failing_sweep["rows"]["24"]
+    assert (failed["status"], finished["status"]) == ("failed", "finished")
+    assert "model.crop_size=40" in failed["reason"]
 
 
 def test_a_ray_preset_says_what_it_needs_on_python_3_7():
