@@ -218,6 +218,39 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on_then_exits_1(failing_swe
     assert "model.crop_size=40" in failed["reason"]
 
 
+@pytest.fixture(scope="module")
+def search(cluster, toy_bit_run, tmp_path_factory) -> dict:
+    """hparams_search=optuna with two trials at a time, one per node."""
+    sweep_dir = tmp_path_factory.mktemp("ray_search") / "sweep"
+    device = cluster["device"]
+    launcher = (["hydra/launcher=ray_npu", "device=npu"] if device == "NPU" else
+                ["hydra/launcher=ray_cpu", f"+hydra.launcher.ray.remote.resources={{{device}:1}}"])
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "-m", *toy_bit_run, *launcher, "hparams_search=optuna",
+         "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep_dir}"],
+        env=cluster["env"], capture_output=True, text=True, timeout=900,
+    )
+    return {"result": result, "dir": sweep_dir}
+
+
+@needs_ray
+def test_an_optuna_search_runs_its_trials_at_once_across_the_nodes(search):
+    """Both trials ran at the same time (each took its folder before the other wrote its
+    metrics.json), each on a node of its own, and Optuna's best is the summary's best."""
+    from datetime import datetime
+
+    assert search["result"].returncode == 0, search["result"].stderr[-3000:]
+    with open(search["dir"] / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {row["status"] for row in rows} == {"finished"}
+    assert len({row["node"] for row in rows}) == 2
+    folders = [search["dir"] / row["run_dir"] for row in rows]
+    last_start = max(datetime.fromisoformat(read_holder(folder).since).timestamp() for folder in folders)
+    assert last_start <= min((folder / "metrics.json").stat().st_mtime for folder in folders)
+    assert (search["dir"] / "optimization_results.yaml").is_file()
+    assert [row["best"] for row in rows].count("best") == 1
+
+
 def test_a_ray_preset_says_what_it_needs_on_python_3_7():
     """Python 3.7 (the Ascend hosts' default) has neither hydra-ray-launcher nor a Ray with the NPU
     resource: a config error before anything starts, not Hydra's missing-config message."""
