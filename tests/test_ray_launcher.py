@@ -117,21 +117,29 @@ def node_ids(cluster: dict) -> set[str]:
     return set(result.stdout.split())
 
 
+def on_the_cluster(cluster: dict) -> list[str]:
+    """Each job asks for one unit of the stand-in device (and one CPU): on the Ascend stack the
+    NPU preset with device=npu, elsewhere the CPU preset plus the custom resource."""
+    device = cluster["device"]
+    if device == "NPU":
+        return ["hydra/launcher=ray_npu", "device=npu"]
+    return ["hydra/launcher=ray_cpu", f"+hydra.launcher.ray.remote.resources={{{device}:1}}"]
+
+
+def sweep_on(cluster: dict, *overrides: str) -> subprocess.CompletedProcess:
+    """`python -m runner -m ...` with RAY_ADDRESS naming the cluster."""
+    return subprocess.run([sys.executable, "-m", "runner", "-m", *on_the_cluster(cluster), *overrides],
+                          env=cluster["env"], capture_output=True, text=True, timeout=900)
+
+
 @pytest.fixture(scope="module")
 def sweep(cluster, toy_bit_run, tmp_path_factory) -> dict:
     """Four jobs of the toy run across the cluster (RAY_ADDRESS names it), each asking for one CPU
     and one unit of the stand-in device, logging to MLflow (a local SQLite store)."""
     sweep_dir = tmp_path_factory.mktemp("ray") / "sweep"
     uri = f"sqlite:///{sweep_dir.parent / 'mlflow.db'}"
-    device = cluster["device"]
-    launcher = (["hydra/launcher=ray_npu", "device=npu"] if device == "NPU" else
-                ["hydra/launcher=ray_cpu", f"+hydra.launcher.ray.remote.resources={{{device}:1}}"])
-    result = subprocess.run(
-        [sys.executable, "-m", "runner", "-m", *toy_bit_run, *launcher, f"seed={','.join(SEEDS)}",
-         "logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={uri}",
-         f"hydra.sweep.dir={sweep_dir}"],
-        env=cluster["env"], capture_output=True, text=True, timeout=900,
-    )
+    result = sweep_on(cluster, *toy_bit_run, f"seed={','.join(SEEDS)}", "logger=[tensorboard,mlflow]",
+                      f"logger.mlflow.tracking_uri={uri}", f"hydra.sweep.dir={sweep_dir}")
     return {"result": result, "dir": sweep_dir, "rows": summary_rows(sweep_dir, "seed"),
             "nodes": node_ids(cluster), "uri": uri}
 
@@ -198,15 +206,8 @@ def test_the_sweeps_mlflow_run_reaches_the_jobs_on_the_cluster(sweep):
 def failing_sweep(cluster, toy_bit_run, tmp_path_factory) -> dict:
     """Two jobs on the cluster, the first of which fails (a crop larger than the images)."""
     sweep_dir = tmp_path_factory.mktemp("ray_failing") / "sweep"
-    device = cluster["device"]
-    launcher = (["hydra/launcher=ray_npu", "device=npu"] if device == "NPU" else
-                ["hydra/launcher=ray_cpu", f"+hydra.launcher.ray.remote.resources={{{device}:1}}"])
     overrides = [arg for arg in toy_bit_run if not arg.startswith("model.crop_size=")]
-    result = subprocess.run(
-        [sys.executable, "-m", "runner", "-m", *overrides, *launcher, "model.crop_size=40,24",
-         f"hydra.sweep.dir={sweep_dir}"],
-        env=cluster["env"], capture_output=True, text=True, timeout=900,
-    )
+    result = sweep_on(cluster, *overrides, "model.crop_size=40,24", f"hydra.sweep.dir={sweep_dir}")
     return {"result": result, "rows": summary_rows(sweep_dir, "model.crop_size")}
 
 
@@ -222,14 +223,8 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on_then_exits_1(failing_swe
 def search(cluster, toy_bit_run, tmp_path_factory) -> dict:
     """hparams_search=optuna with two trials at a time, one per node."""
     sweep_dir = tmp_path_factory.mktemp("ray_search") / "sweep"
-    device = cluster["device"]
-    launcher = (["hydra/launcher=ray_npu", "device=npu"] if device == "NPU" else
-                ["hydra/launcher=ray_cpu", f"+hydra.launcher.ray.remote.resources={{{device}:1}}"])
-    result = subprocess.run(
-        [sys.executable, "-m", "runner", "-m", *toy_bit_run, *launcher, "hparams_search=optuna",
-         "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep_dir}"],
-        env=cluster["env"], capture_output=True, text=True, timeout=900,
-    )
+    result = sweep_on(cluster, *toy_bit_run, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                      "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep_dir}")
     return {"result": result, "dir": sweep_dir}
 
 
