@@ -207,8 +207,10 @@ def failing_sweep(cluster, toy_bit_run, tmp_path_factory) -> dict:
     """Two jobs on the cluster, the first of which fails (a crop larger than the images)."""
     sweep_dir = tmp_path_factory.mktemp("ray_failing") / "sweep"
     overrides = [arg for arg in toy_bit_run if not arg.startswith("model.crop_size=")]
-    result = sweep_on(cluster, *overrides, "model.crop_size=40,24", f"hydra.sweep.dir={sweep_dir}")
-    return {"result": result, "rows": summary_rows(sweep_dir, "model.crop_size")}
+    command = [*overrides, "model.crop_size=40,24", f"hydra.sweep.dir={sweep_dir}"]
+    result = sweep_on(cluster, *command)
+    return {"result": result, "rows": summary_rows(sweep_dir, "model.crop_size"), "dir": sweep_dir,
+            "command": command}
 
 
 @needs_ray
@@ -217,6 +219,19 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on_then_exits_1(failing_swe
     failed, finished = failing_sweep["rows"]["40"], failing_sweep["rows"]["24"]
     assert (failed["status"], finished["status"]) == ("failed", "finished")
     assert "model.crop_size=40" in failed["reason"]
+
+
+@needs_ray
+def test_the_same_sweep_again_skips_the_finished_job_and_tries_the_failed_one_again(cluster,
+                                                                                   failing_sweep):
+    folders = {size: failing_sweep["dir"] / row["run_dir"] for size, row in failing_sweep["rows"].items()}
+    before = {size: (folder / name).stat().st_mtime_ns
+              for size, folder, name in (("24", folders["24"], "metrics.json"),
+                                         ("40", folders["40"], "status.json"))}
+    again = sweep_on(cluster, *failing_sweep["command"])
+    assert again.returncode == 1, again.stderr[-3000:]
+    assert (folders["24"] / "metrics.json").stat().st_mtime_ns == before["24"]  # not trained again
+    assert (folders["40"] / "status.json").stat().st_mtime_ns > before["40"]  # run (and failed) again
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +259,41 @@ def test_an_optuna_search_runs_its_trials_at_once_across_the_nodes(search):
     assert last_start <= min((folder / "metrics.json").stat().st_mtime for folder in folders)
     assert (search["dir"] / "optimization_results.yaml").is_file()
     assert [row["best"] for row in rows].count("best") == 1
+
+
+def test_the_summary_reads_each_jobs_device_and_node_from_its_placement(tmp_path):
+    """Fast, without Ray: the device and node columns come from each job's env.json (placement);
+    a sweep without Ray nodes gets neither, a job that never recorded one gets empty cells."""
+    from runner.record.sweep_summary import read_job, summary_rows
+    from tests.test_summarize import write_job
+
+    placements = [{"host": "h", "device": "npu:3", "ray_node_id": "a" * 56, "ray_node_ip": "10.0.0.1"},
+                  {"host": "h", "device": "npu:5", "ray_node_id": "b" * 56, "ray_node_ip": "10.0.0.2"},
+                  None]
+    for number, placement in enumerate(placements):
+        run_dir = write_job(tmp_path, number, [f"seed={number}"], {"status": "failed"}, None, 0)
+        if placement is not None:
+            (run_dir / "env.json").write_text(json.dumps({"placement": placement}))
+    jobs = [read_job(run_dir) for run_dir in sorted(tmp_path.iterdir())]
+    rows = summary_rows(jobs, tmp_path)
+    assert [(row["device"], row["node"]) for row in rows] == [
+        ("npu:3", "10.0.0.1 aaaaaaaa"), ("npu:5", "10.0.0.2 bbbbbbbb"), ("", "")]
+    for job in jobs:
+        job.placement.pop("ray_node_id", None)
+    assert not {"device", "node"} & set(summary_rows(jobs, tmp_path)[0])
+
+
+def test_a_job_records_the_device_its_launcher_set(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from runner.record.placement import device_label
+
+    monkeypatch.setenv("ASCEND_DEVICE_ID", "3")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert device_label(OmegaConf.create({"type": "npu", "id": None})) == "npu:3"
+    assert device_label(OmegaConf.create({"type": "npu", "id": 2})) == "npu:2"  # device.id wins
+    assert device_label(OmegaConf.create({"type": "gpu", "id": None})) == "gpu:1"
+    assert device_label(OmegaConf.create({"type": "cpu", "id": None})) == "cpu"
 
 
 def test_a_ray_preset_says_what_it_needs_on_python_3_7():
