@@ -261,6 +261,40 @@ def test_an_optuna_search_runs_its_trials_at_once_across_the_nodes(search):
     assert [row["best"] for row in rows].count("best") == 1
 
 
+@pytest.fixture(scope="module")
+def local_sweep(toy_bit_run, tmp_path_factory) -> dict:
+    """hydra/launcher=ray_npu with no cluster: the sweep starts a Ray instance of its own, here
+    told it has two NPUs and two CPUs (on the Ascend stack the jobs open the fake's cards; elsewhere
+    they run on the CPU beside them). Its processes are ended afterwards, should any outlive it."""
+    sweep_dir = tmp_path_factory.mktemp("ray_local") / "sweep"
+    token = secrets.token_hex(16)
+    env = {**runner_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": f"{FAKE_NPU_DIR}:{runner_env()['PYTHONPATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "runner", "-m", *toy_bit_run, "hydra/launcher=ray_npu",
+               *(["device=npu"] if ON_ASCEND_STACK else []), "seed=1,2",
+               "+hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.resources={NPU:2}",
+               "+hydra.launcher.ray.init.include_dashboard=false", f"hydra.sweep.dir={sweep_dir}"]
+    sweep = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    try:
+        output, _ = sweep.communicate(timeout=900)
+    finally:
+        stop_cluster({sweep.pid}, token)
+    return {"code": sweep.returncode, "output": output, "rows": summary_rows(sweep_dir, "seed"),
+            "left": cluster_processes({sweep.pid}, token)}
+
+
+@needs_ray
+def test_without_a_cluster_the_sweep_runs_on_a_ray_of_its_own(local_sweep):
+    assert local_sweep["code"] == 0, local_sweep["output"][-3000:]
+    rows = local_sweep["rows"].values()
+    assert {row["status"] for row in rows} == {"finished"} and len(rows) == 2
+    devices = sorted(row["device"] for row in rows)
+    assert devices == (["npu:0", "npu:1"] if ON_ASCEND_STACK else ["cpu", "cpu"])
+    assert not local_sweep["left"]
+
+
 def test_the_summary_reads_each_jobs_device_and_node_from_its_placement(tmp_path):
     """Fast, without Ray: the device and node columns come from each job's env.json (placement);
     a sweep without Ray nodes gets neither, a job that never recorded one gets empty cells."""
