@@ -15,9 +15,11 @@ with (runner/record/resume.py). How a run ends decides the exit status:
 from __future__ import annotations
 
 import atexit
+import difflib
 import logging
 import math
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -101,10 +103,25 @@ def hydra_error_message(error: Exception) -> str:
         message += f"{key} is not a key of the config.{did_you_mean(key, cause.parent_node)}"
     elif isinstance(cause, OmegaConfBaseException) and str(cause) not in message:
         message += " " + str(cause).strip().splitlines()[0]
+    message += _group_options(message)
     return str(ConfigError(
         f"{message} (python -m runner --help lists the groups and their options; "
         "python -m runner --cfg job [overrides] prints the config with its keys.)"
     ))
+
+
+def _group_options(message: str) -> str:
+    """A missing option inside a list (`debug=[dump,nonexistent]`) gets only "Could not load
+    'debug/nonexistent'" from Hydra, without the options it lists for a single choice."""
+    missing = re.search(r"Could not load '([\w/]+)/([^'/]+)'", message)
+    group_dir = Path(CONF_DIR) / missing.group(1) if missing else None
+    if group_dir is None or not group_dir.is_dir() or "Available options" in message:
+        return ""
+    options = sorted(p.stem for p in group_dir.glob("*.yaml"))
+    name = missing.group(2)
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.7)
+    return (f" {missing.group(1)} has no option {name!r}; its options: {', '.join(options)}."
+            + (f" Did you mean {close[0]}?" if close else ""))
 
 
 def prefer_legacy_keras() -> None:

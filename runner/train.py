@@ -253,7 +253,24 @@ def _record(run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
         metrics["wall_seconds"], metrics["images_per_sec"],
     )
     log.info("%s", " ".join(f"{name}: {value}" for name, value in figures.items()))  # Ascend's names
+    for line in where_to_look(folder.path, cfg.logger):
+        log.info("%s", line)
     return metrics
+
+
+def where_to_look(run_dir: Path, logger_cfg: DictConfig) -> list[str]:
+    """The run's last lines: its folder and the commands that show it (the first runner line,
+    which names the folder too, is far up by then)."""
+    run_dir = run_dir.resolve()
+    lines = [f"run folder: {run_dir} (metrics.json, history.csv, train.log, checkpoints/)",
+             f"  evaluate it: python -m runner.evaluate run={run_dir}"]
+    if logger_cfg.tensorboard:
+        lines.append(f"  TensorBoard: tensorboard --logdir {run_dir}")
+    if logger_cfg.mlflow:
+        uri = str(logger_cfg.mlflow.tracking_uri)
+        lines.append(f"  MLflow: mlflow ui --backend-store-uri {uri}" if uri.startswith(("sqlite:", "file:"))
+                     else f"  MLflow: {uri}")
+    return lines
 
 
 def progress_verbosity(stream: TextIO, environ: dict[str, str]) -> int:

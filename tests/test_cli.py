@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ON_ASCEND_STACK, runner_env
+from runner.errors import ConfigError
+from tests.conftest import CONF_DIR, ON_ASCEND_STACK, compose_config, runner_env
 
 
 def run_runner(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -87,6 +88,20 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
     assert result.returncode == 2
     assert "tpu" in result.stderr and "cpu gpu npu" in result.stderr
     assert not imports_tensorflow(result)
+
+
+def test_an_unknown_option_in_a_group_list_lists_the_groups_options():
+    """`debug=[dump,profilng]`: Hydra names the file it could not load, and no options."""
+    from hydra.errors import ConfigCompositionException
+
+    from runner.__main__ import hydra_error_message
+
+    with pytest.raises(ConfigCompositionException) as caught:
+        compose_config(["debug=[dump,profilng]"])
+    message = hydra_error_message(caught.value)
+    options = sorted(p.stem for p in (Path(CONF_DIR) / "debug").glob("*.yaml"))
+    assert all(option in message for option in options)
+    assert "profiling?" in message  # the close match
 
 
 @pytest.mark.parametrize(
@@ -229,3 +244,15 @@ def test_the_project_builds_with_a_runner_command_and_its_packages(tmp_path):
     from runner.__main__ import run
 
     assert callable(run)
+
+
+def test_a_misspelt_tool_option_is_named_and_run_config_keys_pass_through():
+    from runner.evaluate import TOOL
+    from runner.tools.cli import parse_arguments
+
+    with pytest.raises(ConfigError) as caught:
+        parse_arguments(["run=/r", "wich=last"], TOOL)
+    assert "which" in str(caught.value).replace("wich", "")
+    args = parse_arguments(["run=/r", "which=last", "batch_size=16", "seed=3", "dataset.path=/d"], TOOL)
+    assert args.options["which"] == "last"
+    assert list(args.overrides) == ["batch_size=16", "seed=3", "dataset.path=/d"]

@@ -290,3 +290,21 @@ def test_a_validation_loss_that_is_not_a_number_is_kept_with_a_warning_and_score
     metrics = {"val_loss": loss, "val_accuracy": 0.4}
     assert sweeper_score(metrics, "val_loss") is FAILED_JOB_RESULT
     assert sweeper_score(metrics, "val_accuracy") == 0.4
+
+
+@pytest.mark.parametrize("loggers", ["tensorboard", "mlflow", "[tensorboard,mlflow]"])
+def test_the_end_of_a_run_names_its_folder_and_the_commands_that_show_it(loggers, tmp_path):
+    import shlex
+
+    from runner.train import where_to_look
+
+    cfg = compose_config([f"logger={loggers}"], tmp_path)
+    lines = where_to_look(tmp_path / "run", cfg.logger)
+    commands = [shlex.split(line.split(": ", 1)[1]) for line in lines[1:]]
+    assert str((tmp_path / "run").resolve()) in lines[0]
+    assert ["python", "-m", "runner.evaluate", f"run={(tmp_path / 'run').resolve()}"] in commands
+    tensorboard = ["tensorboard", "--logdir", str((tmp_path / "run").resolve())]
+    assert (tensorboard in commands) == ("tensorboard" in loggers)
+    store = cfg.logger.mlflow and str(cfg.logger.mlflow.tracking_uri)
+    mlflow = ["mlflow", "ui", "--backend-store-uri", store]
+    assert (mlflow in commands) == ("mlflow" in loggers)

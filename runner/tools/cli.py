@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from runner.config.keys import did_you_mean
 from runner.errors import ConfigError
 
 REQUIRED = None  # an option default meaning "must be given"
@@ -48,6 +49,11 @@ def parse_arguments(argv: Sequence[str], tool: Tool) -> Arguments:
             )
         if key in options:
             options[key] = value
+        elif "." not in key and did_you_mean(key, list(options)):  # `wich=last`
+            raise ConfigError(
+                f"{arg!r}: {key} is not an option of runner.{tool.name}.{did_you_mean(key, list(options))} "
+                f"Its options: {', '.join(options)}; see python -m runner.{tool.name} --help."
+            )
         else:
             overrides.append(arg)  # checked against the run's config when it is loaded
     missing = [key for key, value in options.items() if value is REQUIRED]
