@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from omegaconf import DictConfig
 
 from runner.device.workers import current_worker, worker_run_dir
-from runner.errors import RunFailed
+from runner.errors import ConfigError, RunFailed
 from runner.preflight import check_config
 from runner.record.environment import environment
 from runner.record.placement import placement
@@ -74,6 +74,11 @@ def train(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> dict[str, Any
     folder = RunFolder(worker_run_dir(Path(cfg.output_dir), cfg.device))  # rank_<id>/ beside the chief's
     with folder.hold():
         finished = read_metrics(folder.path)
+        try:
+            folder.refuse_other_config(cfg, finished is not None)
+        except ConfigError as refused:  # nothing written: the folder stays as the run left it
+            log.error("%s", refused)
+            raise
         if finished is not None:
             log.info("%s already holds a finished run (%s); nothing to do", folder.path, METRICS_FILE)
             folder.settle_finished(finished)  # killed right after writing metrics.json?

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -70,13 +72,39 @@ def stopped_and_resumed(tmp_path_factory, resumable_run):
         "status": json.loads((run_dir / "status.json").read_text()),
         "history": history_rows(run_dir),
     }
+    before_refusal = folder_files(run_dir)
+    refused = subprocess.run(  # the same folder with one key changed: refused, nothing written
+        [sys.executable, "-m", "runner", *resumable_run, "seed=7", f"hydra.run.dir={run_dir}"],
+        capture_output=True, text=True, env=runner_env(), timeout=300,
+    )
+    stopped["refused"] = refused
+    stopped["changed_by_refusal"] = sorted(
+        name for name in before_refusal.keys() | folder_files(run_dir).keys()
+        if before_refusal.get(name) != folder_files(run_dir).get(name)
+    )
+    advice = re.search(r"\((python -m runner [^)]*)\)", refused.stderr)
+    assert advice, refused.stderr[-2000:]
     started = time.monotonic()
-    resumed = subprocess.run(
-        [sys.executable, "-m", "runner", f"resume={run_dir}"], capture_output=True, text=True,
+    resumed = subprocess.run(  # the refusal's advice, followed literally
+        [sys.executable, *shlex.split(advice.group(1))[1:]], capture_output=True, text=True,
         env=runner_env(), timeout=600,
     )
     stopped["resumed_process_seconds"] = time.monotonic() - started
     return run_dir, stopped, resumed
+
+
+def folder_files(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run folder but its lock, by relative path."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and p.name != "run.lock"}
+
+
+def test_a_refused_attempt_changes_nothing_and_its_advice_resumes(stopped_and_resumed):
+    _, stopped, resumed = stopped_and_resumed
+    assert stopped["refused"].returncode == 2, stopped["refused"].stderr[-2000:]
+    assert "seed" in stopped["refused"].stderr
+    assert stopped["changed_by_refusal"] == []
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 
 def seconds_between_log_lines(log: str, first: str, last: str) -> float:
@@ -311,3 +339,20 @@ def test_an_epoch_is_backed_up_after_its_history_row_checkpoints_and_early_stopp
     if stopping is not None:
         assert callbacks.index(stopping) < backup
     assert backup == len(callbacks) - 2 and kinds[-1] is StopOnSignal
+
+
+def test_a_finished_folder_refuses_another_config_and_stands_for_its_own(tmp_path):
+    """Not "nothing to do", exit 0, as if the new config had trained; metrics.json untouched."""
+    from runner.train import train
+
+    run_dir = tmp_path / "run"
+    cfg = compose_config(["epochs=2"], run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / "checkpoints" / "resume_config.yaml", resolve=True)
+    metrics = {"val_accuracy": 0.5, "wall_seconds": 3.0}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(ConfigError) as caught:
+        train(compose_config(["epochs=3", "model.learning_rate=0.5"], run_dir))
+    assert "epochs" in str(caught.value) and "model.learning_rate" in str(caught.value)
+    assert not (run_dir / "status.json").exists()
+    assert train(compose_config(["epochs=2", "log_steps=7"], run_dir)) == metrics  # may change

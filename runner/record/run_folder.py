@@ -137,12 +137,17 @@ class RunFolder:
         """config.yaml, where evaluate/predict/export read the config the run trained with."""
         OmegaConf.save(cfg, self.path / CONFIG_FILE, resolve=True)
 
-    def prepare_resume(self, cfg: DictConfig) -> None:
-        """A backup resumes only under the config it was trained with; a fresh start records it."""
+    def refuse_other_config(self, cfg: DictConfig, finished: bool) -> None:
+        """Before an attempt writes anything: a backup resumes, and a finished run stands, only
+        for the config it was trained with (a refused attempt leaves the folder as it was)."""
         saved = self.checkpoints / RESUME_CONFIG
-        if self.backup_epochs() and saved.is_file():
-            check_same_config(cfg, saved)
-        else:
+        if saved.is_file() and (finished or self.backup_epochs()):
+            check_same_config(cfg, saved, finished)
+
+    def prepare_resume(self, cfg: DictConfig) -> None:
+        """A fresh start records its config, which a backup then resumes under only."""
+        saved = self.checkpoints / RESUME_CONFIG
+        if not (self.backup_epochs() and saved.is_file()):
             saved.parent.mkdir(exist_ok=True)
             OmegaConf.save(cfg, saved, resolve=True)
 
@@ -240,20 +245,29 @@ def flat_config(cfg: DictConfig) -> dict[str, object]:
     return flat
 
 
-def check_same_config(cfg: DictConfig, saved_config: Path) -> None:
-    """Refuse to resume a backup with a different config (it would train something else)."""
+def check_same_config(cfg: DictConfig, saved_config: Path, finished: bool = False) -> None:
+    """Refuse to resume a backup with a different config (it would train something else), or to
+    pass a finished run off as the result of a different config."""
     before, now = flat_config(OmegaConf.load(saved_config)), flat_config(cfg)
     changed = sorted(
         key for key in before.keys() | now.keys()
         if key.split(".")[0] not in MAY_CHANGE_ON_RESUME and before.get(key) != now.get(key)
     )
-    if changed:
-        shown = ", ".join(f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:5])
+    if not changed:
+        return
+    shown = ", ".join(f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:5])
+    more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+    if finished:
         raise ConfigError(
-            f"{cfg.output_dir} holds an unfinished run started with a different config ({shown}). "
-            f"Resume it with its own overrides ({resume_command(Path(cfg.output_dir))}), "
-            "or start a new run in another folder."
+            f"{cfg.output_dir} holds a finished run trained with a different config ({shown}{more}): "
+            "its results are not this config's. Run it in a new folder (leave hydra.run.dir out, "
+            "or name another one)."
         )
+    raise ConfigError(
+        f"{cfg.output_dir} holds an unfinished run started with a different config ({shown}{more}). "
+        f"Resume it with its own overrides ({resume_command(Path(cfg.output_dir))}), "
+        "or start a new run in another folder."
+    )
 
 
 def resume_command(run_dir: Path) -> str:
