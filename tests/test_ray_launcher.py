@@ -108,6 +108,7 @@ def cluster() -> dict:
     finally:
         stop_cluster(sessions, token)
         shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not cluster_processes(sessions, token), "the test's Ray cluster outlived it"
 
 
 def node_ids(cluster: dict) -> set[str]:
