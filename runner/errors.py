@@ -13,6 +13,10 @@ class RunFailed(Exception):
     """A run that started but cannot finish (e.g. its loss became NaN): the message says why."""
 
 
+class TrainingDiverged(RunFailed):
+    """The training loss became NaN/inf or exploded (divergence_factor): status.json names this."""
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a run between two steps; its last completed epoch is backed up.
 

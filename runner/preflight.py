@@ -74,6 +74,8 @@ VALUE_RANGES = {
     "model.lr_warmup_steps": Range(0, meaning="optimiser steps; 0 is no warm-up"),
     "model.early_stopping_patience": Range(0, meaning="epochs; 0 or null is off"),
     "dataset.val_fraction": Range(0, 1, low_closed=False, meaning="the share held out for validation"),
+    "divergence_factor": Range(1, low_closed=False,
+                               meaning="times the first step's loss that counts as diverged; null is off"),
 }
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from omegaconf import DictConfig
 
 from runner.device.workers import current_worker, worker_run_dir
-from runner.errors import ConfigError, RunFailed
+from runner.errors import ConfigError, TrainingDiverged
 from runner.preflight import check_config
 from runner.record.environment import environment
 from runner.record.placement import placement
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from runner.ascend.figures import AscendFigures
-    from runner.fit.callbacks import ResumableEarlyStopping, StepLogger
+    from runner.fit.callbacks import ResumableEarlyStopping, StepLogger, StopOnLossExplosion
     from runner.fit.datasets import Splits
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class Run:
     ascend: AscendFigures | None = None  # _fit: metrics.json's Ascend figures, a modelzoo= console
     step_logger: StepLogger | None = None  # _fit: the throughput
     stopping: ResumableEarlyStopping | None = None  # _fit: early stopping, None when off
+    explosion: StopOnLossExplosion | None = None  # _fit: what a loss explosion stopped on
 
 
 def train(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> dict[str, Any]:
@@ -190,7 +191,7 @@ def _fit(run: Run, debug_callbacks: list) -> None:
     throughput; a `modelzoo=` run prints its recipe's console lines (runner/ascend/figures.py)."""
     from runner.ascend.figures import AscendFigures
     from runner.device.npu import multi_card_callbacks
-    from runner.fit.callbacks import StepLogger
+    from runner.fit.callbacks import StepLogger, StopOnLossExplosion
     from runner.fit.datasets import epoch_input
     from runner.fit.run_callbacks import early_stopping, epochs_to_run, run_callbacks
 
@@ -200,6 +201,7 @@ def _fit(run: Run, debug_callbacks: list) -> None:
     train_data, steps_per_epoch = epoch_input(run.splits.train, cfg.steps_per_epoch)
     _log_speed_switches(model, train_data)
     run.stopping = early_stopping(cfg.model.early_stopping_patience, folder)
+    run.explosion = StopOnLossExplosion(cfg.divergence_factor)
     with StopSignals() as signals:
         model.fit(
             train_data,
@@ -207,7 +209,7 @@ def _fit(run: Run, debug_callbacks: list) -> None:
             epochs=epochs_to_run(cfg.epochs, folder, model, run.stopping),
             steps_per_epoch=steps_per_epoch,
             callbacks=[*run_callbacks(cfg.logger, cfg.device, folder, run.step_logger, signals,
-                                      run.tracker, run.stopping),
+                                      run.tracker, run.stopping), run.explosion,
                        *multi_card_callbacks(cfg.device), *debug_callbacks, *run.ascend.callbacks()],
             shuffle=False,  # the pipeline shuffles
             verbose=0 if run.ascend.prints_epochs else progress_verbosity(sys.stdout, os.environ),
@@ -221,7 +223,7 @@ def _evaluate(run: Run) -> dict[str, Any]:
 
     cfg, model = run.cfg, run.model
     history = read_history(run.folder.path)
-    _fail_if_diverged(training_divergence(history), run)
+    _fail_if_diverged(training_divergence(history) or run.explosion.what, run)
     final = final_validation(model, run.splits.val, history, run.stopping is not None)
     warn_if_not_a_number(final)
     last_epoch = history[-1] if history else {}
@@ -303,7 +305,7 @@ def _fail_if_diverged(what: str | None, run: Run) -> None:
     if what:
         run.folder.drop_backup()
         cfg = run.cfg
-        raise RunFailed(
+        raise TrainingDiverged(
             f"{what}: training diverged. Lower model.learning_rate (now {cfg.model.learning_rate}), "
             f"change batch_size (now {cfg.batch_size}) or precision, or check the data for NaN/inf "
             "values."

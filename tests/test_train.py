@@ -14,7 +14,7 @@ from runner.record.run_folder import one_line, read_history
 from runner.tools.checkpoint import load_run, load_run_config
 from runner.train import progress_verbosity, train
 from runner.versions import installed_version
-from tests.conftest import ON_ASCEND_STACK, compose_config
+from tests.conftest import ON_ASCEND_STACK, TINY_RUN, compose_config
 from tests.data_fixtures import write_image_folder, write_tfds_folder
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
@@ -308,3 +308,42 @@ def test_the_end_of_a_run_names_its_folder_and_the_commands_that_show_it(loggers
     store = cfg.logger.mlflow and str(cfg.logger.mlflow.tracking_uri)
     mlflow = ["mlflow", "ui", "--backend-store-uri", store]
     assert (mlflow in commands) == ("mlflow" in loggers)
+
+
+def test_a_loss_far_above_its_first_steps_stops_training_as_diverged():
+    from runner.fit.callbacks import StopOnLossExplosion
+
+    model = keras.Sequential([keras.layers.Dense(1, input_shape=(1,))])
+    guard = StopOnLossExplosion(100.0)
+    guard.set_model(model)
+    for step, loss in enumerate([2.0, 150.0, 199.0]):  # up to 100 x 2.0: still training
+        guard.on_train_batch_end(step, {"loss": loss})
+    assert guard.what is None and not model.stop_training
+    guard.on_train_batch_end(3, {"loss": 201.0})
+    assert model.stop_training and "201" in guard.what
+
+    resumed = StopOnLossExplosion(100.0)  # a resumed run starting near 0: measured against 1
+    resumed.set_model(keras.Sequential([keras.layers.Dense(1, input_shape=(1,))]))
+    for step, loss in enumerate([0.01, 50.0, 99.0]):
+        resumed.on_train_batch_end(step, {"loss": loss})
+    assert resumed.what is None
+
+    off = StopOnLossExplosion(None)
+    off.set_model(keras.Sequential([keras.layers.Dense(1, input_shape=(1,))]))
+    for step, loss in enumerate([1.0, 1e16]):
+        off.on_train_batch_end(step, {"loss": loss})
+    assert off.what is None
+
+
+@pytest.mark.slow
+def test_an_exploding_run_fails_as_diverged(tmp_path):
+    """model.learning_rate=1e9 ended `finished`, exit 0, at a loss of 2e16 (a failed job gives a
+    sweeper no score: runner/__main__.py)."""
+    from runner.errors import TrainingDiverged
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingDiverged):
+        train(compose_config(["model.learning_rate=1e9", *TINY_RUN], run_dir))
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"] == "TrainingDiverged"
+    assert not (run_dir / "metrics.json").exists()

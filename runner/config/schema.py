@@ -306,6 +306,7 @@ class RunConfig:
     deterministic: bool = False
     static_shape: Optional[bool] = None
     log_steps: int = 10
+    divergence_factor: Optional[float] = 1000.0
     case_kind: CaseKind = CaseKind.acc
     modelzoo: Optional[ModelZoo] = None
     jit_compile: Optional[bool] = None  # null: Keras 2's default (off); true needs TF >= 2.8

@@ -205,3 +205,30 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._stop_if_asked()
+
+
+class StopOnLossExplosion(keras.callbacks.Callback):
+    """Ends fit() once the training loss passes `factor` times its first step's (1 if that is
+    lower: a resumed run may start near 0), as TerminateOnNaN does for NaN: a loss of 1e16 from
+    model.learning_rate=1e9 is finite, and would otherwise end a run as `finished`. `what` says
+    what it stopped on (train() then fails the run as diverged); factor None: off."""
+
+    def __init__(self, factor: float | None):
+        super().__init__()
+        self.factor = factor
+        self.first_loss: float | None = None
+        self.what: str | None = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.factor is None or loss is None:
+            return
+        loss = float(loss)
+        if self.first_loss is None:
+            self.first_loss = loss
+            return
+        reference = max(self.first_loss, 1.0)
+        if loss > self.factor * reference and self.what is None:
+            self.what = (f"The training loss reached {loss:.3g}, over divergence_factor={self.factor:g} "
+                         f"times its first step's {self.first_loss:.3g}, and training stopped")
+            self.model.stop_training = True
