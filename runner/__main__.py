@@ -55,6 +55,8 @@ def main(cfg: DictConfig) -> float | None:
     from runner.train import train
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if not multirun:
+        _refuse_mistakes_before_the_folder(cfg)
     try:
         metrics = train(cfg, HydraConfig.get())
     except RunFolderBusy as busy:  # nothing was written: the folder is another process's
@@ -74,6 +76,27 @@ def main(cfg: DictConfig) -> float | None:
             return FAILED_JOB_RESULT
         sys.exit(2 if isinstance(error, ConfigError) else 1)
     return sweeper_score(metrics, str(cfg.optimized_metric))
+
+
+def _refuse_mistakes_before_the_folder(cfg: DictConfig) -> None:
+    """A single run's config mistake leaves no folder behind: Hydra has just made an empty one,
+    which goes again (a sweep's failed job keeps its folder: the summary says why it failed)."""
+    from runner.preflight import check_config
+
+    try:
+        check_config(cfg, HydraConfig.get().overrides.task)
+    except ConfigError as mistake:
+        log.error("%s", mistake)
+        _remove_if_empty(Path(cfg.output_dir))
+        sys.exit(2)
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """Never a folder with files (a resumed run's, another run's)."""
+    try:
+        run_dir.rmdir()
+    except OSError:  # not empty, or already gone
+        pass
 
 
 def sweeper_score(metrics: dict[str, float], metric: str) -> float | None:

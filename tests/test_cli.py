@@ -65,7 +65,17 @@ def test_bad_value_exits_non_zero_with_one_paragraph_and_no_tensorflow(tmp_path)
     assert any("batch_size=0 must be a positive integer" in line for line in errors)
     assert len(errors) <= 3
     assert not imports_tensorflow(result)
-    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "run").exists()  # no run folder for a mistake: nothing ran
+
+
+def test_a_config_mistake_keeps_a_resumed_folder_as_it_was(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text('{"status": "interrupted"}')
+    result = run_runner("batch_size=0", f"hydra.run.dir={run_dir}", timeout=60)
+    assert result.returncode == 2
+    assert [p.name for p in run_dir.iterdir()] == ["status.json"]
+    assert (run_dir / "status.json").read_text() == '{"status": "interrupted"}'
 
 
 def test_missing_dataset_folder_names_the_folder_and_the_fix(tmp_path):
@@ -157,7 +167,7 @@ def test_a_run_whose_loss_becomes_nan_exits_1_and_records_failed(tmp_path, toy_b
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["status"] == "failed" and status["error"] == "RunFailed"
+    assert status["status"] == "failed" and status["error"] == "TrainingDiverged"
     # docs/sweeps.md: the message names the learning rate and the batch size.
     assert "TerminateOnNaN" in status["reason"] and "model.learning_rate" in status["reason"]
     assert "batch_size (now 16)" in status["reason"]

@@ -133,3 +133,16 @@ def test_two_workers_on_loopback_train_together(tmp_path, toy_bit_run):
     assert not list((run_dir / "rank_1").rglob("*_weights.h5"))
     # docs/devices.md: every other rank writes its own train.log and history.csv in rank_<id>/.
     assert (run_dir / "rank_1" / "train.log").is_file() and (run_dir / "rank_1" / "history.csv").is_file()
+
+
+def test_a_precision_the_cpu_does_not_honour_is_a_warning_naming_what_runs(caplog):
+    with caplog.at_level(logging.INFO, logger="runner.device.precision"):
+        assert policy_for("allow_mix_precision_bf16", "cpu") == "float32"
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "allow_mix_precision_bf16" in record.getMessage() and "float32" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="runner.device.precision"):
+        policy_for("force_fp32", "cpu")
+        policy_for("allow_mix_precision_bf16", "gpu")
+    assert not caplog.records

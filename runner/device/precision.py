@@ -16,9 +16,11 @@ def policy_for(mode: str, device_type: str) -> str:
     if device_type == "npu":
         return FLOAT32
     if device_type == "cpu":
-        if row.cpu_policy != row.gpu_policy:
-            log.info("precision=%s falls back to %s on the CPU (no fp16/bf16 hardware)", mode,
-                     row.cpu_policy)
+        if row.cpu_policy != row.gpu_policy:  # a mode the CPU does not honour: said once a run
+            log.warning("precision=%s runs as %s on the CPU: TensorFlow's CPU kernels compute %s "
+                        "several times slower than float32, with or without bf16 instructions "
+                        "(docs/performance.md); it applies on the GPU and the NPU", mode,
+                        row.cpu_policy, row.gpu_policy)
         return row.cpu_policy
     return row.gpu_policy
 
