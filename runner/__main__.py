@@ -36,7 +36,7 @@ import runner.config.schema  # noqa: F401  (registers the config schemas)
 from runner.config.ray_launcher import check_ray_launcher
 from runner.errors import ConfigError, RunInterrupted
 from runner.record.lock import RunFolderBusy
-from runner.record.resume import expand_resume_argument
+from runner.record.resume import expand_resume_argument, say_if_resumable_elsewhere
 
 log = logging.getLogger("runner")
 
@@ -57,6 +57,8 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if not multirun:
         _refuse_mistakes_before_the_folder(cfg)
+        if not any(Path(cfg.output_dir).iterdir()):  # a new folder, not a resumed one
+            say_if_resumable_elsewhere(Path(cfg.output_dir), list(HydraConfig.get().overrides.task))
     try:
         metrics = train(cfg, HydraConfig.get())
     except RunFolderBusy as busy:  # nothing was written: the folder is another process's

@@ -33,6 +33,7 @@ from runner.ascend.scripts import (
     closing_figures,
     set_aside,
     translate,
+    why_it_failed,
 )
 from runner.errors import ConfigError
 from tests.bit_fixtures import write_bit_savedmodel
@@ -637,7 +638,9 @@ def test_a_failed_run_keeps_its_stderr_in_the_log_and_its_exit_code(scripts_copy
     log = scripts_copy / BIT / "test" / "output" / "4" / "train_4.log"
     assert f"its output: {log}" in err
     assert "tf_flowers" in log.read_text()  # the runner's stderr
-    assert {p.name for p in log.parent.glob("*.log")} == {log.name, "train.log"}  # no <CaseName>.log
+    # no <CaseName>.log (nor the runner's train.log: a config mistake writes nothing of a run)
+    assert {p.name for p in log.parent.glob("*.log")} == {log.name}
+    assert f"  {why_it_failed(log)[-1]}" in err  # why, not only where
     assert "Final Training Duration sec : " in out and "Final result" not in out
     assert not list(tmp_path.glob("**/train_4.log"))  # nothing in the working directory
 
@@ -653,3 +656,18 @@ def test_help_lists_the_flags_and_exits_0(scripts_copy):
     process = start_script(scripts_copy, RESIZER, PERFORMANCE, "--help")
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 0 and all(flag in out for flag in FLAGS)  # "lists the flags"
+
+
+def test_a_failed_scripts_console_shows_why_not_only_where(tmp_path):
+    """"see train_0.log" alone sent the user to a log of TensorFlow's banners."""
+
+    log = tmp_path / "train_0.log"
+    log.write_text(
+        "I0000 cpu_feature_guard.cc: This TensorFlow binary is optimized\n"
+        "[2026-12-05 03:00:00,000][runner.train][INFO] run /x: model=bit\n"
+        "[2026-12-05 03:00:01,000][runner.record.run_folder][ERROR] run failed: dataset.data_dir='/d' "
+        "does not exist.\n\n"
+    )
+    assert why_it_failed(log) == [log.read_text().splitlines()[2]]
+    log.write_text("".join(f"line {i}\n" for i in range(20)) + "Segmentation fault\n")
+    assert why_it_failed(log) == [*(f"line {i}" for i in range(16, 20)), "Segmentation fault"]

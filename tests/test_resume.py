@@ -356,3 +356,26 @@ def test_a_finished_folder_refuses_another_config_and_stands_for_its_own(tmp_pat
     assert "epochs" in str(caught.value) and "model.learning_rate" in str(caught.value)
     assert not (run_dir / "status.json").exists()
     assert train(compose_config(["epochs=2", "log_steps=7"], run_dir)) == metrics  # may change
+
+
+def test_a_new_run_finds_an_interrupted_run_of_the_same_overrides(tmp_path):
+    from runner.record.resume import interrupted_twins
+
+    def run_folder(name: str, overrides: list[str], status: str) -> Path:
+        folder = tmp_path / "outputs" / name
+        (folder / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create(overrides), folder / ".hydra" / "overrides.yaml")
+        (folder / "status.json").write_text(json.dumps({"status": status}))
+        return folder
+
+    twin = run_folder("2026-12-01/10-00-00-000001", ["epochs=3", "batch_size=8"], "interrupted")
+    run_folder("2026-12-01/11-00-00-000001", ["epochs=3", "batch_size=8"], "finished")
+    run_folder("2026-12-01/12-00-00-000001", ["epochs=4", "batch_size=8"], "interrupted")
+    same = run_folder("2026-12-01/13-00-00-000001", ["batch_size=8", "epochs=3"], "interrupted")  # order
+    new = tmp_path / "outputs" / "2026-12-02" / "09-00-00-000001"
+    new.mkdir(parents=True)
+    assert set(interrupted_twins(new, ["epochs=3", "batch_size=8"])) == {twin.resolve(), same.resolve()}
+    assert interrupted_twins(twin, ["epochs=3", "batch_size=8"]) == [same.resolve()]  # not itself
+    elsewhere = tmp_path / "mine" / "a" / "run"
+    elsewhere.mkdir(parents=True)
+    assert interrupted_twins(elsewhere, ["epochs=3", "batch_size=8"]) == []

@@ -220,3 +220,95 @@ def test_the_summary_shows_the_killed_job_as_interrupted_with_the_resume_command
     assert f"pid {held_job['pid']} on {socket.gethostname()} is gone" in row["reason"]
     assert row["reason"].endswith(f"resume with: {resume_command(held_job['run_dir'])}")
     assert "| interrupted |" in held_job["summarized"].stdout
+
+
+# --- a full disk: a real one, a small tmpfs filled up (mounting needs root, as CI has) ----------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB file system; `fill()` takes its last byte, `free()` gives the space back."""
+    import errno as errnos
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True
+    ).returncode == 0
+    if not mounted:
+        pytest.skip("a full disk is made with a small tmpfs, which only root can mount")
+
+    class Disk:
+        path = disk
+        filler = disk / "filler"
+
+        def fill(self):
+            with open(self.filler, "ab", buffering=0) as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 4096)
+                except OSError as error:
+                    assert error.errno == errnos.ENOSPC
+
+        def free(self):
+            self.filler.unlink()
+
+    try:
+        yield Disk()
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_json_write_on_a_full_disk_keeps_the_old_file_and_leaves_no_temporary(small_disk):
+    import errno
+
+    from runner.record.run_folder import write_json_atomic
+
+    status = small_disk.path / "status.json"
+    write_json_atomic(status, {"status": "running"})
+    small_disk.fill()
+    with pytest.raises(OSError) as caught:
+        write_json_atomic(status, {"status": "failed", "reason": "x" * 10_000})
+    assert caught.value.errno == errno.ENOSPC
+    assert json.loads(status.read_text()) == {"status": "running"}
+    assert sorted(p.name for p in small_disk.path.iterdir()) == ["filler", "status.json"]
+
+
+def test_a_full_disk_fails_the_run_with_its_path_and_is_recorded_once_there_is_space(small_disk, caplog):
+    import errno
+
+    from runner.record.run_folder import RunFolder, read_status
+
+    folder = RunFolder(small_disk.path / "run")
+    folder.path.mkdir()
+    folder.record_running()
+    small_disk.fill()
+    error = OSError(errno.ENOSPC, "No space left on device", str(folder.path / "history.csv"))
+    with caplog.at_level("ERROR"):
+        reason = folder.record_failure(error)  # status.json cannot be written either: no raise
+    assert str(folder.path) in reason and "28" in reason
+    assert read_status(folder.path)["status"] == "running"
+    assert any("status.json" in r.getMessage() for r in caplog.records)  # the console says so
+    assert not [r for r in caplog.records if r.exc_info]  # a paragraph, no traceback
+    assert not list(folder.path.glob("*.tmp"))
+    small_disk.free()
+    folder.record_failure(error)
+    assert read_status(folder.path)["status"] == "failed"
+    assert str(folder.path) in read_status(folder.path)["reason"]
+
+
+def test_a_checkpoint_on_a_full_disk_leaves_the_last_good_one_whole(small_disk):
+    from runner.fit.callbacks import AtomicModelCheckpoint
+    from runner.keras2 import keras
+
+    model = keras.Sequential([keras.layers.Dense(64, input_shape=(64,))])  # ~17 KB of weights
+    last = small_disk.path / "last_weights.h5"
+    checkpoint = AtomicModelCheckpoint(str(last), save_weights_only=True)
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {})
+    good = last.read_bytes()
+    small_disk.fill()
+    model.layers[0].kernel.assign(model.layers[0].kernel + 1.0)
+    with pytest.raises(Exception):  # noqa: B017 - h5py's error type differs between versions
+        checkpoint.on_epoch_end(1, {})
+    assert last.read_bytes() == good
+    assert sorted(p.name for p in small_disk.path.iterdir()) == ["filler", "last_weights.h5"]

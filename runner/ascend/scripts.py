@@ -294,6 +294,14 @@ def run_training(translation: Translation) -> tuple[int, int]:
     return result.returncode, int(time.time()) - start
 
 
+def why_it_failed(log_file: Path, tail: int = 5) -> list[str]:
+    """The runner's own error lines of a failed run's log (its one-paragraph reasons), or the
+    log's last lines when there are none (a crash)."""
+    lines = [line.rstrip() for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "][ERROR]" in line or line.startswith("Error: ")]
+    return errors[-tail:] or lines[-tail:]
+
+
 def usage(recipe_name: str, script: str) -> str:
     flags = known_flags(RECIPES[recipe_name])
     return (
@@ -337,7 +345,10 @@ def main(argv: list[str]) -> int:
     code, seconds = run_training(translation)
     print(f"Final Training Duration sec : {seconds}")
     if code != 0:
-        print(f"training failed (exit code {code}); its output: {translation.log_file}", file=sys.stderr)
+        print(f"training failed (exit code {code}); its output: {translation.log_file}, ending:",
+              file=sys.stderr)
+        for line in why_it_failed(translation.log_file):
+            print(f"  {line}", file=sys.stderr)
         return code
     report(translation, seconds)
     return 0

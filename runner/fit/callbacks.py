@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from runner.errors import RunInterrupted
@@ -124,7 +125,12 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         super().__init__(str(self.final_path.with_suffix(".tmp.h5")), **kwargs)
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
+        try:
+            super().on_epoch_end(epoch, logs)
+        except Exception:  # a full disk, say: the previous checkpoint stays, the partial one goes
+            with suppress(OSError):
+                Path(self.filepath).unlink()
+            raise
         written = Path(self.filepath)
         if written.is_file():  # saved this epoch (a non-chief worker writes elsewhere and deletes)
             os.replace(written, self.final_path)

@@ -20,7 +20,7 @@ from types import FrameType
 from omegaconf import OmegaConf
 
 from runner.errors import ConfigError, RunInterrupted
-from runner.record.run_folder import OVERRIDES_FILE, RESUME_PREFIX
+from runner.record.run_folder import INTERRUPTED, OVERRIDES_FILE, RESUME_PREFIX, read_status, resume_command
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +112,26 @@ def expand_resume_argument(argv: list[str]) -> list[str]:
     saved = [str(item) for item in OmegaConf.load(overrides_file)]
     others = [arg for arg in argv if arg not in resume_args]
     return [*saved, *others, f"hydra.run.dir={_quoted_override_value(str(run_dir))}"]
+
+
+def interrupted_twins(run_dir: Path, overrides: list[str]) -> list[Path]:
+    """Interrupted runs of the same overrides in the outputs/ tree a new single run starts in
+    (outputs/<date>/<time>/): starting again makes a new folder, and the user may have meant to
+    resume one of those. Newest first."""
+    root = run_dir.resolve().parents[1]
+    if root.name != "outputs":  # a hydra.run.dir of the user's own: no tree to look through
+        return []
+    twins = [file.parent.parent for file in root.glob(f"*/*/{OVERRIDES_FILE}")]  # the run folders
+    return sorted(
+        (folder for folder in twins if folder != run_dir.resolve()
+         and (read_status(folder) or {}).get("status") == INTERRUPTED
+         and sorted(str(item) for item in OmegaConf.load(folder / OVERRIDES_FILE)) == sorted(overrides)),
+        key=lambda folder: folder.stat().st_mtime, reverse=True,
+    )
+
+
+def say_if_resumable_elsewhere(run_dir: Path, overrides: list[str]) -> None:
+    twins = interrupted_twins(run_dir, overrides)
+    if twins:
+        log.warning("an interrupted run with these overrides is in %s: this starts a new one in %s. "
+                    "To go on with that one instead: %s", twins[0], run_dir, resume_command(twins[0]))

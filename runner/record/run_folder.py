@@ -21,6 +21,7 @@ epoch imports it).
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,14 +178,25 @@ class RunFolder:
 
     def record_failure(self, error: Exception) -> str:
         """status.json gets the reason (one line, returned); the log gets the message, or for an
-        error that is not the user's input the traceback too."""
-        expected = isinstance(error, (ConfigError, RunFailed))
-        log.error("run failed: %s", error, exc_info=not expected)
-        reason = str(error).strip() if expected else f"{type(error).__name__}: {error}"
-        reason = one_line(reason) or type(error).__name__
-        write_status(self.path, FAILED, reason=reason, error=type(error).__name__,
-                     wall_seconds=self.clock.seconds)
+        error that is not the user's input the traceback too. A full disk is the user's to fix,
+        and may leave status.json unwritable too: then the console says so."""
+        full = out_of_space(error)
+        expected = full or isinstance(error, (ConfigError, RunFailed))
+        message = self._out_of_space_message(error) if full else str(error).strip()
+        log.error("run failed: %s", message, exc_info=not expected)
+        reason = one_line(message if expected else f"{type(error).__name__}: {error}") or type(error).__name__
+        try:
+            write_status(self.path, FAILED, reason=reason, error=type(error).__name__,
+                         wall_seconds=self.clock.seconds)
+        except OSError as unwritable:
+            log.error("status.json could not record this failure (%s): it still says %r", unwritable,
+                      (read_status(self.path) or {}).get("status"))
         return reason
+
+    def _out_of_space_message(self, error: Exception) -> str:
+        return (f"The disk holding {self.path} is full (errno {errno.ENOSPC}, ENOSPC: {error}). Free "
+                "space there and run the same command again: the run resumes from its last completed "
+                "epoch, whose checkpoints are whole (each is written to a temporary file first).")
 
     def finish(self, metrics: dict[str, Any]) -> None:
         """metrics.json, the mark of a finished run, then what follows it."""
@@ -275,10 +287,21 @@ def resume_command(run_dir: Path) -> str:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write to a temporary file then rename: readers see the old file or the whole new one."""
+    """Write to a temporary file then rename: readers see the old file or the whole new one (and a
+    write that fails, on a full disk say, leaves no temporary file)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def out_of_space(error: BaseException) -> bool:
+    """A full disk, as Python, h5py or TensorFlow's checkpoint writer report it."""
+    return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
