@@ -312,3 +312,17 @@ def test_a_checkpoint_on_a_full_disk_leaves_the_last_good_one_whole(small_disk):
         checkpoint.on_epoch_end(1, {})
     assert last.read_bytes() == good
     assert sorted(p.name for p in small_disk.path.iterdir()) == ["filler", "last_weights.h5"]
+
+
+def test_summarize_on_a_full_disk_says_so_in_a_paragraph(small_disk, capsys):
+    from runner.record.sweep_summary import main
+
+    job = small_disk.path / "sweep" / "seed=1"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (job / "status.json").write_text('{"status": "interrupted"}')
+    small_disk.fill()
+    assert main([str(small_disk.path / "sweep")]) == 2
+    error = capsys.readouterr().err
+    assert str(small_disk.path / "sweep") in error and "Traceback" not in error
+    assert (job / "status.json").read_text() == '{"status": "interrupted"}'

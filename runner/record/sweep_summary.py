@@ -294,7 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    write_summary(sweep_dir)
+    try:
+        write_summary(sweep_dir)
+    except OSError as error:  # a full or read-only disk: the jobs' own records are untouched
+        print(f"Error: the summary cannot be written into {sweep_dir} ({error}). Free space there (or "
+              "make it writable) and run python -m runner.summarize again; the jobs' folders are "
+              "as they were.", file=sys.stderr)
+        return 2
     print((sweep_dir / SUMMARY_MD).read_text(), end="")
     return 0
 
