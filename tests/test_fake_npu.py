@@ -230,7 +230,14 @@ def test_default_as_dict_is_flat_with_24_leaf_keys(npu):
     ("memory_config.static_memory_policy", 3, ValueError, "'3' not in optional list [0, 1, 2]"),
     ("experimental.graph_memory_optimize_config.recompute", "all", ValueError,
      "'all' not in optional list ['auto', 'manual']"),
+    ("op_compiler_cache_mode", "enabel", ValueError, "'enabel' not in optional list ['enable', "),
+    ("enable_exception_dump", "1", TypeError, "Expected int, got str"),
+    ("ac_parallel_enable", 1, ValueError, "'1' not in optional list ['0', '1']"),  # default None
+    ("experimental.logical_device_deploy_config.logical_device_cluster_deploy_mode", 1, TypeError,
+     "Expected str, got int"),
+    ("experimental.enable_graph_parallel", "yes", TypeError, "Expected bool, got str"),
     ("foo", 1, ValueError, "NpuConfig has no option foo, all options ['graph_run_mode', "),
+    ("static_memory_policy", 1, ValueError, "NpuConfig has no option static_memory_policy"),  # nested
     ("dump_config.dump_pth", "/tmp", ValueError, "NpuDumpConfig has no option dump_pth, all options"),
     ("profiling_config.enable_profile", True, ValueError,
      "NpuProfilingConfig has no option enable_profile, all options"),
@@ -258,6 +265,9 @@ def test_refused_values_raise_the_adapters_errors(npu, path, value, error, messa
     ("dump_config.dump_path", Path("/tmp/dump"), "/tmp/dump"),
     ("stream_sync_timeout", "later", "later"),
     ("graph_memory_max_size", 3.5, "3.5"),
+    ("memory_config.atomic_clean_policy", True, "1"),
+    ("op_compiler_cache_mode", "force", "force"),
+    ("experimental.graph_memory_optimize_config.graph_slice", "auto", "auto"),
 ])
 def test_accepted_values_read_back_as_strings(npu, path, value, expected):
     *parents, name = path.split(".")
