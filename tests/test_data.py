@@ -109,3 +109,28 @@ def test_the_pipeline_runs_without_tf_datas_autotuning(training):
     autotune = options.autotune.enabled if hasattr(options, "autotune") else \
         options.experimental_optimization.autotune
     assert autotune is False
+
+
+def test_image_folder_holds_out_its_share_of_each_class_not_of_the_whole(tmp_path):
+    """Classes of 5, 10 and 7 images at 0.3: round(1.5)=2, 3 and round(2.1)=2 held out, each class
+    by its own size (a share of the 22 files would hold out the same number of each)."""
+    root = write_image_folder(tmp_path / "pets", ("cat", "dog", "fox"), per_class=10)
+    for name, keep in (("cat", 5), ("fox", 7)):
+        for extra in sorted((root / name).iterdir())[keep:]:
+            extra.unlink()
+    train, val, _ = load_image_folder_splits(str(root), 0.3, seed=0)
+    assert np.bincount([int(y) for _, y in val]).tolist() == [2, 3, 2]
+    assert np.bincount([int(y) for _, y in train]).tolist() == [3, 7, 5]
+
+
+def test_a_cached_training_split_comes_in_a_new_order_each_epoch(tmp_path):
+    """The shuffle comes after the in-memory cache: cached, the order would be frozen at epoch 1."""
+    pixels = np.arange(16, dtype=np.uint8).reshape(16, 1, 1, 1).repeat(4, axis=1).repeat(4, axis=2)
+    pixels = pixels.repeat(3, axis=3)
+    source = tf.data.Dataset.from_tensor_slices((pixels, np.arange(16, dtype=np.int32)))
+    spec = PipelineSpec(image_size=4, batch_size=16, num_classes=16, cache=True, seed=3)
+    batches = make_batches(source, spec, training=True)
+    orders = [next(iter(batches))[1].numpy().tolist() for _ in range(3)]
+    assert all(sorted(order) == list(range(16)) for order in orders)
+    assert orders[0] != orders[1] or orders[1] != orders[2]
+    assert orders[0] != list(range(16))

@@ -59,6 +59,15 @@ def test_tf_config_gives_rank_and_size(tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps(chief))
     assert current_worker(device) == Worker(rank=0, size=2)
     assert worker_run_dir(tmp_path, device) == tmp_path
+    # With a chief, workers count after it: worker 0 is rank 1, not a second rank 0.
+    cluster = {"chief": ["a:1"], "worker": ["b:2", "c:3"]}
+    ranks = []
+    for index in (0, 1):
+        task = {"type": "worker", "index": index}
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+        ranks.append(current_worker(device))
+    assert ranks == [Worker(rank=1, size=3), Worker(rank=2, size=3)]
+    assert worker_run_dir(tmp_path, device) == tmp_path / "rank_2"
 
 
 @pytest.mark.parametrize("value,message", [

@@ -94,3 +94,16 @@ def test_optimisers_are_keras_2s_optimizer_v2_on_both_stacks(optimizer, tmp_path
     model = compose_config([f"model.optimizer={optimizer}"], tmp_path).model
     ancestors = [cls.__name__ for cls in type(build_optimizer(model, 64)).__mro__]
     assert "OptimizerV2" in ancestors
+
+
+@pytest.mark.parametrize("model", ["bit", "resizer_densenet"])
+def test_the_loss_reads_what_the_network_outputs(model):
+    """BiT ends in logits (a zero-initialised Dense head), the resizer's DenseNet in softmax: the
+    loss takes each as it is. Read as probabilities, logits would give another (wrong) loss."""
+    from runner.fit.optim import build_loss
+
+    cfg = compose_config([f"model={model}", "model.label_smoothing=0.0"])
+    outputs = [[2.0, 0.0]] if model == "bit" else [[0.8, 0.2]]
+    expected = np.log1p(np.exp(-2.0)) if model == "bit" else -np.log(0.8)
+    loss = build_loss(cfg.model)(np.array([0]), np.array(outputs))
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
