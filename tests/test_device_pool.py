@@ -353,3 +353,21 @@ def test_a_killed_job_counts_as_failed_and_the_next_job_gets_its_device(killed_j
     assert second["ended_as"] == "returned" and second["started"] >= first["ended"]
     with open(killed_job["dir"] / "summary.csv") as f:
         assert [row["status"] for row in csv.DictReader(f)] == ["interrupted", "finished"]
+
+
+@pytest.mark.parametrize("jobs_per_device", [1, 2])
+def test_jobs_spread_over_the_devices_before_they_share_and_never_past_jobs_per_device(jobs_per_device,
+                                                                                        tmp_path):
+    from hydra_plugins.device_pool_launcher._pool import DevicePool, Job, Running
+
+    pool = DevicePool(form_pool("npu", [0, 1]), jobs_per_device, 0.0, 1.0, tmp_path)
+    chosen = []
+    while True:
+        device = pool._free_device()
+        if device is None:
+            break
+        chosen.append(device.label)
+        pool.running.append(Running(Job(len(chosen), [], None), device, None, tmp_path / "r"))
+    assert chosen == ["npu:0", "npu:1"] * jobs_per_device
+    pool.running.pop(0)  # a job on npu:0 ends: its device is the one with room
+    assert pool._free_device().label == "npu:0"

@@ -326,3 +326,20 @@ def test_summarize_on_a_full_disk_says_so_in_a_paragraph(small_disk, capsys):
     error = capsys.readouterr().err
     assert str(small_disk.path / "sweep") in error and "Traceback" not in error
     assert (job / "status.json").read_text() == '{"status": "interrupted"}'
+
+
+def test_a_new_attempts_clock_goes_on_from_the_last_recorded_seconds(tmp_path):
+    """A resumed run's wall_seconds are every attempt's; interrupted, failed or killed alike."""
+    from runner.record.run_folder import RunFolder, write_status
+
+    for status in ("interrupted", "failed", "running"):
+        write_status(tmp_path, status, wall_seconds=100.0)
+        folder = RunFolder(tmp_path)
+        folder.start_attempt()
+        assert 100.0 <= folder.clock.seconds < 100.0 + 60  # no machine is that slow
+        folder.record_running()
+        assert 100.0 <= json.loads((tmp_path / "status.json").read_text())["wall_seconds"] < 160.0
+    (tmp_path / "status.json").unlink()
+    fresh = RunFolder(tmp_path)
+    fresh.start_attempt()
+    assert fresh.clock.seconds < 60.0

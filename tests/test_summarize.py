@@ -128,3 +128,23 @@ def test_each_job_gets_the_device_its_last_attempt_ran_on(tmp_path):
     append_record(tmp_path, {"run_dir": "0", "device": "cpu:1"})
     assert job_devices(tmp_path) == {"0": "cpu:1", "1": "cpu:1"}
     assert job_devices(tmp_path / "a basic launcher's sweep") == {}
+
+
+def test_the_columns_are_the_keys_the_sweep_varied_and_no_others():
+    """A key every job shares (dataset=digits) is no column; a key only some jobs set is one; the
+    metric columns come from metrics.json."""
+    from runner.record.sweep_summary import JobResult, summary_rows
+
+    def job(name: str, overrides: dict) -> JobResult:
+        return JobResult(Path("/sweep") / name, overrides, "finished", "",
+                         {"val_accuracy": 0.5, "val_loss": 1.0}, [], {})
+
+    jobs = [job("a", {"dataset": "digits", "seed": "1"}),
+            job("b", {"dataset": "digits", "seed": "2"}),
+            job("c", {"dataset": "digits", "seed": "2", "batch_size": "8"})]
+    rows = summary_rows(jobs, Path("/sweep"))
+    columns = list(rows[0])
+    assert columns[:2] == ["batch_size", "seed"] and "dataset" not in columns
+    assert [(r["batch_size"], r["seed"]) for r in rows] == [("", "1"), ("", "2"), ("8", "2")]
+    assert rows[2]["overrides"] == "batch_size=8,seed=2"
+    assert {"val_accuracy", "val_loss", "status", "run_dir", "best"} <= set(columns)
