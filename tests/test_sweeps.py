@@ -248,3 +248,27 @@ def test_slurm_launcher_config_composes():
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 240)
     assert launcher.max_num_timeout == 3
+
+
+def test_a_continued_search_seeds_its_sampler_past_the_stored_trials_and_reruns_a_stopped_one(tmp_path):
+    """docs/sweeps.md: the same command continues a stored study; its sampler is seeded with
+    `seed` + the trials stored (else it would propose the first command's points again), and a
+    trial a stopped command left running is queued again first."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from runner.config.search import ContinueStudy
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="search", storage=storage, direction="maximize")
+    for value in (0.5, 0.6):
+        trial = study.ask({"batch_size": optuna.distributions.CategoricalDistribution([8, 16])})
+        study.tell(trial, value)
+    stopped = study.ask({"batch_size": optuna.distributions.CategoricalDistribution([8, 16])})
+    cfg = compose_with_hydra(["hparams_search=optuna", f"hydra.sweep.dir={tmp_path}", "seed=7"])
+    ContinueStudy().on_multirun_start(cfg)
+    trials = optuna.load_study(study_name="search", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL,
+                                         TrialState.WAITING]
+    assert trials[3].system_attrs["fixed_params"] == stopped.params  # how Optuna queues a trial
+    assert cfg.hydra.sweeper.sampler.seed == 7 + len(trials)
