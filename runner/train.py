@@ -202,17 +202,19 @@ def _fit(run: Run, debug_callbacks: list) -> None:
     _log_speed_switches(model, train_data)
     run.stopping = early_stopping(cfg.model.early_stopping_patience, folder)
     run.explosion = StopOnLossExplosion(cfg.divergence_factor)
+    verbose = 0 if run.ascend.prints_epochs else progress_verbosity(sys.stdout, os.environ)
     with StopSignals() as signals:
         model.fit(
             train_data,
             validation_data=run.splits.val,
             epochs=epochs_to_run(cfg.epochs, folder, model, run.stopping),
             steps_per_epoch=steps_per_epoch,
-            callbacks=[*run_callbacks(cfg.logger, cfg.device, folder, run.step_logger, signals,
+            callbacks=[*progress_bar(verbose),
+                       *run_callbacks(cfg.logger, cfg.device, folder, run.step_logger, signals,
                                       run.tracker, run.stopping), run.explosion,
                        *multi_card_callbacks(cfg.device), *debug_callbacks, *run.ascend.callbacks()],
             shuffle=False,  # the pipeline shuffles
-            verbose=0 if run.ascend.prints_epochs else progress_verbosity(sys.stdout, os.environ),
+            verbose=verbose,
         )
 
 
@@ -278,6 +280,14 @@ def where_to_look(run_dir: Path, logger_cfg: DictConfig) -> list[str]:
         lines.append(f"  MLflow: mlflow ui --backend-store-uri {uri}" if uri.startswith(("sqlite:", "file:"))
                      else f"  MLflow: {uri}")
     return lines
+
+
+def progress_bar(verbose: int) -> list:
+    """Keras' bar, first among the callbacks: Keras appends its own last, so the bar would end its
+    epoch after the epoch line had been written onto the bar's line."""
+    from runner.keras2 import keras
+
+    return [keras.callbacks.ProgbarLogger(count_mode="steps")] if verbose else []
 
 
 def progress_verbosity(stream: TextIO, environ: dict[str, str]) -> int:

@@ -347,3 +347,37 @@ def test_an_exploding_run_fails_as_diverged(tmp_path):
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "failed" and status["error"] == "TrainingDiverged"
     assert not (run_dir / "metrics.json").exists()
+
+
+def test_on_a_terminal_the_bar_ends_its_line_before_the_epoch_line(monkeypatch):
+    """The bar and the runner's epoch line shared a line: Keras adds its own bar last, after the
+    StepLogger that writes the epoch line."""
+    import io
+    import logging
+    import sys
+
+    import numpy as np
+
+    from runner.fit.callbacks import StepLogger
+    from runner.train import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    handler = logging.StreamHandler(terminal)
+    logger = logging.getLogger("runner.fit")
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    logger.addHandler(handler)
+    model = keras.Sequential([keras.layers.Dense(2, input_shape=(3,))])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    try:
+        model.fit(np.zeros((8, 3)), np.zeros(8), batch_size=4, epochs=2, verbose=1,
+                  callbacks=[*progress_bar(1), StepLogger(100, 4, 2)])
+    finally:
+        logger.removeHandler(handler)
+    lines = terminal.getvalue().replace("\r", "\n").splitlines()
+    epoch_lines = [line for line in lines if "epoch 1/2" in line or "epoch 2/2" in line]
+    assert len(epoch_lines) == 2 and all(line.startswith("epoch ") for line in epoch_lines), lines
