@@ -250,7 +250,14 @@ def test_a_set_device_id_would_put_every_npu_job_on_one_card_and_is_refused(tmp_
                        "hydra.launcher.devices=[0,1]", "seed=1,2", f"hydra.sweep.dir={tmp_path / 's'}")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "leave device.id null" in result.stderr and "Traceback" not in result.stderr
-    assert not [p for p in (tmp_path / "s").iterdir() if p.is_dir()]  # no job folder
+    assert not (tmp_path / "s").exists()  # no sweep folder, empty or not
+
+
+def test_a_pool_refused_at_setup_leaves_no_sweep_folder(tmp_path):
+    result = run_sweep("hydra/launcher=device_pool", "hydra.launcher.devices=[99999]", "seed=1,2",
+                       f"hydra.sweep.dir={tmp_path / 's'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert not (tmp_path / "s").exists()
 
 
 def test_the_plugin_imports_no_tensorflow_and_nothing_of_the_application():

@@ -3,7 +3,8 @@ scheduling is in _pool.py, a job's process in _child.py."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,18 @@ class DevicePoolLauncher(Launcher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
-        self.pool = form_pool(self.device_type, self.devices)  # a bad pool stops before any job
+        with _no_empty_sweep_folder(Path(str(config.hydra.sweep.dir))):
+            self.pool = form_pool(self.device_type, self.devices)  # a bad pool stops before any job
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        with _no_empty_sweep_folder(sweep_dir):
+            jobs = [self._job(initial_job_idx + index, overrides)
+                    for index, overrides in enumerate(job_overrides)]
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        jobs = [self._job(initial_job_idx + index, overrides)
-                for index, overrides in enumerate(job_overrides)]
         log.info("device pool: %d job(s) on %s, %d job(s) per device", len(jobs),
                  " ".join(device.label for device in self.pool), self.jobs_per_device)
         pool = DevicePool(self.pool, self.jobs_per_device, self.stagger_seconds,
@@ -78,6 +81,21 @@ class DevicePoolLauncher(Launcher):
         return cloudpickle.dumps({"hydra_context": self.hydra_context, "sweep_config": job.payload,
                                   "task_function": self.task_function,
                                   "singleton_state": singleton_state})
+
+
+@contextmanager
+def _no_empty_sweep_folder(sweep_dir: Path) -> Iterator[None]:
+    """A sweep the pool refuses leaves no sweep folder behind that holds nothing but Hydra's
+    multirun.yaml (the sweeper writes it, a callback may have made the folder, before launching)."""
+    try:
+        yield
+    except DevicePoolError:
+        if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
+            with suppress(OSError):
+                (sweep_dir / "multirun.yaml").unlink()
+            with suppress(OSError):
+                sweep_dir.rmdir()
+        raise
 
 
 def _job_return(job: Job, outcome: Outcome) -> JobReturn:
