@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -16,11 +18,13 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from runner.errors import ConfigError
 from runner.record.lock import LOCK_FILE, RunFolderBusy, hold_run_folder, lock_holder
-from runner.record.run_folder import current_status, resume_command
-from tests.conftest import CONF_DIR, runner_env
+from runner.record.resume import expand_resume_argument
+from runner.record.run_folder import RunFolder, current_status, resume_command
+from tests.conftest import CONF_DIR, compose_config, runner_env
 
 pytestmark = pytest.mark.ascend_stack  # also in the Ascend stack's CI subset
 
@@ -343,3 +347,40 @@ def test_a_new_attempts_clock_goes_on_from_the_last_recorded_seconds(tmp_path):
     fresh = RunFolder(tmp_path)
     fresh.start_attempt()
     assert fresh.clock.seconds < 60.0
+
+
+def recorded_run(run_dir: Path, overrides: list[str], status: str, backup_epochs: int = 0) -> None:
+    """A run folder as an attempt under these overrides leaves it: .hydra/, status.json, history,
+    the config its backup trained with, and a real Keras-format backup of `backup_epochs` epochs."""
+    cfg = compose_config(overrides, run_dir)
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml", resolve=True)
+    (run_dir / "status.json").write_text(json.dumps({"status": status}))
+    (run_dir / "history.csv").write_text("epoch,loss\n0,1.0\n")
+    (run_dir / "checkpoints").mkdir()
+    OmegaConf.save(cfg, run_dir / "checkpoints" / "resume_config.yaml", resolve=True)
+    if backup_epochs:
+        import tensorflow as tf
+
+        epoch = tf.Variable(backup_epochs - 1, dtype=tf.int64)
+        tf.train.Checkpoint(ckpt_saved_epoch=epoch).save(str(run_dir / "checkpoints/backup/chief/chief"))
+
+
+def test_an_interrupted_folder_given_another_config_is_left_as_it_was_and_its_advice_resumes(tmp_path):
+    """The fast twin of test_resume's stopped run: a real backup of one epoch, another epochs=."""
+    from runner.train import train
+
+    recorded_run(tmp_path, ["epochs=2", "batch_size=16"], "interrupted", backup_epochs=1)
+    before = snapshot(tmp_path)
+    hydra_cfg = compose_config(["epochs=3", "batch_size=16"], tmp_path, with_hydra=True).hydra
+    with pytest.raises(ConfigError, match="epochs: 2 -> 3") as refusal:
+        train(compose_config(["epochs=3", "batch_size=16"], tmp_path), hydra_cfg)
+    assert "batch_size" not in str(refusal.value)  # only the keys that differ
+    after = snapshot(tmp_path)
+    after.pop(LOCK_FILE)  # the lock's own file: the attempt held the folder while it looked
+    assert after == before  # config files, status, history: not a byte rewritten
+    command = shlex.split(re.search(r"python -m runner [^)]+", str(refusal.value)).group())
+    argv = expand_resume_argument(command[3:])  # the advice, followed literally
+    assert argv[-1].startswith("hydra.run.dir=")
+    RunFolder(tmp_path).refuse_other_config(compose_config(argv[:-1], tmp_path), finished=False)
