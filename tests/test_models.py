@@ -48,3 +48,16 @@ def test_bn_momentum_reaches_every_batchnorm_layer(with_resizer, baseline):
     }
     assert momenta == {0.9}
     assert baseline.get_layer("densenet121").get_layer("bn").momentum == 0.99
+
+
+def test_batchnorm_momentum_reaches_the_layers_of_nested_models():
+    """DenseNet-121 sits inside the resizer's model as one layer: model.bn_momentum must reach the
+    BatchNormalization layers inside it (and inside models nested deeper), not only the top's."""
+    from models.resizer import set_batchnorm_momentum
+
+    inner = keras.Sequential([keras.layers.Dense(4, input_shape=(4,)), keras.layers.BatchNormalization()])
+    middle = keras.Sequential([inner, keras.layers.BatchNormalization()])
+    outer = keras.Sequential([middle, keras.layers.BatchNormalization(), keras.layers.Dense(2)])
+    set_batchnorm_momentum(outer, 0.9)
+    found = [outer.layers[1].momentum, middle.layers[1].momentum, inner.layers[1].momentum]
+    assert found == [0.9, 0.9, 0.9]

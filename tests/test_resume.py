@@ -379,3 +379,21 @@ def test_a_new_run_finds_an_interrupted_run_of_the_same_overrides(tmp_path):
     elsewhere = tmp_path / "mine" / "a" / "run"
     elsewhere.mkdir(parents=True)
     assert interrupted_twins(elsewhere, ["epochs=3", "batch_size=8"]) == []
+
+
+@pytest.mark.parametrize("saved_epoch", [1, -1])
+def test_history_keeps_only_the_epochs_the_backup_holds(tmp_path, saved_epoch):
+    """The previous attempt wrote epoch 3's row, then was killed before backing epoch 3 up: the
+    resumed attempt trains epoch 3 again, so history.csv keeps epochs 1-2 (none if the backup holds
+    none yet). A real Keras 2 backup checkpoint (WorkerTrainingState's epoch variable)."""
+    import tensorflow as tf
+
+    from runner.fit.callbacks import HistoryResume
+
+    backup = tmp_path / "checkpoints" / "backup"
+    tf.train.Checkpoint(ckpt_saved_epoch=tf.Variable(saved_epoch, dtype=tf.int64)).save(
+        str(backup / "chief" / "chief"))
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss\n0,1.0\n1,0.8\n2,0.6\n")
+    HistoryResume(backup, history).on_train_begin()
+    assert [row["epoch"] for row in read_history(tmp_path)] == list(range(saved_epoch + 1))
