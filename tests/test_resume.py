@@ -397,3 +397,14 @@ def test_history_keeps_only_the_epochs_the_backup_holds(tmp_path, saved_epoch):
     history.write_text("epoch,loss\n0,1.0\n1,0.8\n2,0.6\n")
     HistoryResume(backup, history).on_train_begin()
     assert [row["epoch"] for row in read_history(tmp_path)] == list(range(saved_epoch + 1))
+
+
+def test_a_run_folder_copied_elsewhere_is_the_same_run(tmp_path):
+    """Paths under the run folder (${output_dir}/overflow, ...) follow the folder: a copied sweep
+    folder run again skips its finished jobs instead of refusing them."""
+    saved = tmp_path / "resume_config.yaml"
+    OmegaConf.save(compose_config(["batch_size=16"], tmp_path / "first" / "run"), saved, resolve=True)
+    check_same_config(compose_config(["batch_size=16"], tmp_path / "copy" / "run"), saved, finished=True)
+    with pytest.raises(ConfigError):
+        check_same_config(compose_config(["batch_size=16", f"debug.overflow.path={tmp_path}/elsewhere"],
+                                         tmp_path / "copy" / "run"), saved, finished=True)

@@ -260,7 +260,7 @@ def flat_config(cfg: DictConfig) -> dict[str, object]:
 def check_same_config(cfg: DictConfig, saved_config: Path, finished: bool = False) -> None:
     """Refuse to resume a backup with a different config (it would train something else), or to
     pass a finished run off as the result of a different config."""
-    before, now = flat_config(OmegaConf.load(saved_config)), flat_config(cfg)
+    before, now = _moved(flat_config(OmegaConf.load(saved_config)), flat_config(cfg)), flat_config(cfg)
     changed = sorted(
         key for key in before.keys() | now.keys()
         if key.split(".")[0] not in MAY_CHANGE_ON_RESUME and before.get(key) != now.get(key)
@@ -280,6 +280,14 @@ def check_same_config(cfg: DictConfig, saved_config: Path, finished: bool = Fals
         f"Resume it with its own overrides ({resume_command(Path(cfg.output_dir))}), "
         "or start a new run in another folder."
     )
+
+
+def _moved(before: dict[str, object], now: dict[str, object]) -> dict[str, object]:
+    """The saved config's paths inside its run folder (debug tools' folders, ${output_dir}/...)
+    as they read from where the folder is now: a run folder copied or moved is the same run."""
+    old, new = str(before.get("output_dir")), str(now.get("output_dir"))
+    return {key: new + value[len(old):] if isinstance(value, str) and value.startswith(old + "/")
+            else value for key, value in before.items()}
 
 
 def resume_command(run_dir: Path) -> str:
